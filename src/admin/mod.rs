@@ -1,0 +1,201 @@
+//! Operator commands (`edgeauth user ...`, `status`, `db ...`, `audit`) as one request type,
+//! executed the same way whether it arrives over the admin socket from a CLI process while
+//! `serve` runs, or is run directly on the database while it does not.
+
+pub mod socket;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::auth::accounts::{self, AccountError, NewUser};
+use crate::crypto::Secret;
+use crate::domain::{Source, Tenant, UserKey, Username};
+use crate::error::AppError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum AdminRequest {
+    UserAdd {
+        tenant: String,
+        username: String,
+        roles: Vec<String>,
+        groups: Vec<String>,
+        local: bool,
+        password: Secret,
+    },
+    UserList {
+        tenant: Option<String>,
+    },
+    UserShow {
+        tenant: String,
+        username: String,
+    },
+    UserSetEnabled {
+        tenant: String,
+        username: String,
+        enabled: bool,
+    },
+    UserRemove {
+        tenant: String,
+        username: String,
+    },
+    UserPasswd {
+        tenant: String,
+        username: String,
+        password: Secret,
+    },
+    Status,
+    DbCheck,
+    DbBackup {
+        path: PathBuf,
+    },
+    Audit {
+        limit: usize,
+    },
+}
+
+/// The answer on the wire: data, or an error with the exit code the CLI should use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum AdminResponse {
+    Ok { data: Value },
+    Err { exit_code: i32, message: String },
+}
+
+fn key(tenant: &str, username: &str) -> Result<UserKey, AppError> {
+    let tenant = Tenant::parse(tenant).map_err(AppError::Usage)?;
+    let username = Username::parse(username).map_err(AppError::Usage)?;
+    Ok(UserKey::new(tenant, username))
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Runs one operator command against an open appliance.
+pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
+    match req {
+        AdminRequest::UserAdd {
+            tenant,
+            username,
+            roles,
+            groups,
+            local,
+            password,
+        } => {
+            let source = if local || !app.config.keycloak.enabled() {
+                Source::Local
+            } else {
+                Source::Keycloak
+            };
+            let view = accounts::add(
+                app,
+                NewUser {
+                    key: key(&tenant, &username)?,
+                    roles,
+                    groups,
+                    source,
+                    password,
+                },
+            )
+            .await?;
+            Ok(to_value(&view))
+        }
+        AdminRequest::UserList { tenant } => {
+            let tenant = tenant
+                .map(|t| Tenant::parse(&t).map_err(AppError::Usage))
+                .transpose()?;
+            Ok(to_value(&accounts::list(app, tenant.as_ref())?))
+        }
+        AdminRequest::UserShow { tenant, username } => {
+            Ok(to_value(&accounts::show(app, &key(&tenant, &username)?)?))
+        }
+        AdminRequest::UserSetEnabled {
+            tenant,
+            username,
+            enabled,
+        } => {
+            let n = accounts::set_enabled(app, &key(&tenant, &username)?, enabled).await?;
+            Ok(json!({"revoked_sessions": n}))
+        }
+        AdminRequest::UserRemove { tenant, username } => {
+            let n = accounts::remove(app, &key(&tenant, &username)?).await?;
+            Ok(json!({"deleted_sessions": n}))
+        }
+        AdminRequest::UserPasswd {
+            tenant,
+            username,
+            password,
+        } => {
+            let n = accounts::set_password(app, &key(&tenant, &username)?, &password).await?;
+            Ok(json!({"revoked_sessions": n}))
+        }
+        AdminRequest::Status => {
+            let a = app.clone();
+            let r = blocking(move || crate::status::report(&a).map_err(AppError::from)).await?;
+            Ok(to_value(&r))
+        }
+        AdminRequest::DbCheck => {
+            let a = app.clone();
+            let r = blocking(move || a.store.check_records().map_err(AppError::from)).await?;
+            Ok(to_value(&r))
+        }
+        AdminRequest::DbBackup { path } => {
+            if path.is_relative() {
+                return Err(AppError::Usage(format!(
+                    "backup path {} must be absolute",
+                    path.display()
+                )));
+            }
+            let a = app.clone();
+            let p = path.clone();
+            let r = blocking(move || a.store.backup_to(&p).map_err(AppError::from)).await?;
+            log::info!("backup written to {}", path.display());
+            Ok(json!({"path": path, "rows": r}))
+        }
+        AdminRequest::Audit { limit } => {
+            let rows = app.store.read(|r| r.recent_audit(limit.min(10_000)))?;
+            Ok(Value::Array(
+                rows.into_iter()
+                    .map(|(id, r)| {
+                        let mut v = to_value(&r);
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("id".into(), json!(id));
+                        }
+                        v
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::Runtime(e.to_string()))?
+}
+
+impl From<Result<Value, AppError>> for AdminResponse {
+    fn from(r: Result<Value, AppError>) -> Self {
+        match r {
+            Ok(data) => AdminResponse::Ok { data },
+            Err(e) => AdminResponse::Err {
+                exit_code: e.exit_code(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<AccountError> for AdminResponse {
+    fn from(e: AccountError) -> Self {
+        Err::<Value, _>(AppError::from(e)).into()
+    }
+}

@@ -1,0 +1,76 @@
+//! Regulation: failures are counted per user and per client IP inside `find_time`; past the
+//! limit the user or IP is banned for `ban_time` and its attempts never reach a password check
+//! (nor, later, Keycloak, whose brute-force detector would lock the user out of every site).
+
+use std::net::IpAddr;
+
+use crate::config::RegulationConfig;
+use crate::domain::UserKey;
+use crate::store::regulation::Strikes;
+
+pub fn user_subject(k: &UserKey) -> String {
+    format!("u:{}", k.store_key())
+}
+
+pub fn ip_subject(ip: IpAddr) -> String {
+    format!("ip:{ip}")
+}
+
+/// Seconds until the ban on `s` ends, when it is banned at `now`.
+pub fn banned_for(s: Option<&Strikes>, now: u64) -> Option<u64> {
+    s.filter(|s| s.banned_until > now)
+        .map(|s| s.banned_until - now)
+}
+
+/// The counter after one more failure at `now`, with `limit` failures allowed per window.
+pub fn after_failure(s: Option<Strikes>, now: u64, limit: u32, cfg: &RegulationConfig) -> Strikes {
+    let mut s = s.unwrap_or_default();
+    if s.failures == 0 || now >= s.window_start.saturating_add(cfg.find_time.as_secs()) {
+        s.failures = 0;
+        s.window_start = now;
+    }
+    s.failures = s.failures.saturating_add(1);
+    if s.failures >= limit {
+        s.banned_until = now.saturating_add(cfg.ban_time.as_secs());
+        s.failures = 0;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+
+    fn cfg() -> RegulationConfig {
+        RegulationConfig {
+            max_retries: 3,
+            max_retries_per_ip: 10,
+            find_time: Dur::secs(60),
+            ban_time: Dur::secs(300),
+        }
+    }
+
+    #[test]
+    fn bans_at_limit_within_window() {
+        let c = cfg();
+        let mut s = None;
+        for t in [100, 110] {
+            s = Some(after_failure(s, t, 3, &c));
+            assert_eq!(banned_for(s.as_ref(), t), None);
+        }
+        s = Some(after_failure(s, 120, 3, &c));
+        assert_eq!(banned_for(s.as_ref(), 120), Some(300));
+        assert_eq!(banned_for(s.as_ref(), 419), Some(1));
+        assert_eq!(banned_for(s.as_ref(), 420), None);
+    }
+
+    #[test]
+    fn window_resets() {
+        let c = cfg();
+        let s = after_failure(None, 100, 3, &c);
+        let s = after_failure(Some(s), 130, 3, &c);
+        let s = after_failure(Some(s), 200, 3, &c); // window of 60 s passed: starts over
+        assert_eq!((s.failures, s.window_start, s.banned_until), (1, 200, 0));
+    }
+}

@@ -1,0 +1,695 @@
+//! Configuration: TOML in, a validated [`Config`] out.
+//!
+//! `edgeauth serve` with no file runs on the embedded defaults (design §8): data in
+//! `./edgeauth-data`, plain HTTP on `127.0.0.1:8080`, no Keycloak. Every error names the file,
+//! the key and the form that was expected, because the person reading it is an operator at a
+//! console during an outage, not the author of the code.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The environment variable that names a config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "EDGEAUTH_CONFIG";
+
+/// The documented reference config shipped in the repository. Its values are the defaults;
+/// a unit test keeps the two in step.
+pub const REFERENCE_TOML: &str = include_str!("../config/edgeauth.toml");
+
+/// A duration written as `"90s"`, `"15m"`, `"72h"` or `"30d"`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub fn as_secs(self) -> u64 {
+        self.0.as_secs()
+    }
+}
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expected a duration like \"90s\", \"15m\", \"72h\" or \"30d\", got {s:?}"
+            ))
+        })
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub argon2: Argon2Config,
+    pub regulation: RegulationConfig,
+    pub keycloak: KeycloakConfig,
+    pub degraded: DegradedConfig,
+    pub alerts: AlertsConfig,
+    pub audit: AuditConfig,
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Sessions whose user holds this role may read `/api/v1/status` from anywhere.
+    pub operator_role: String,
+    /// Serve `/metrics` to every client, not only loopback, trusted proxies and operators.
+    pub public_metrics: bool,
+    /// Connections served at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            data_dir: PathBuf::from("./edgeauth-data"),
+            trusted_proxies: Vec::new(),
+            operator_role: "edgeauth-operator".into(),
+            public_metrics: false,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthOrder {
+    OnlineFirst,
+    LocalFirst,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub order: AuthOrder,
+    pub session_ttl: Dur,
+    pub session_idle: Dur,
+    pub min_password_length: usize,
+    pub offline: OfflineConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            order: AuthOrder::OnlineFirst,
+            session_ttl: Dur::secs(8 * 3600),
+            session_idle: Dur::secs(30 * 60),
+            min_password_length: 8,
+            offline: OfflineConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    pub allow: bool,
+    pub credentials_expiration: Dur,
+    pub failed_login_attempts: u32,
+    pub failed_login_delay: Dur,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        OfflineConfig {
+            allow: true,
+            credentials_expiration: Dur::secs(72 * 3600),
+            failed_login_attempts: 5,
+            failed_login_delay: Dur::secs(5 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes computed at once; `None` means one per CPU core.
+    pub max_concurrent: Option<usize>,
+    /// How long a login waits for a hashing slot before it is answered 503 `overloaded`.
+    pub max_wait: Dur,
+}
+
+impl Default for Argon2Config {
+    fn default() -> Self {
+        Argon2Config {
+            memory_kib: 19456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: None,
+            max_wait: Dur::secs(2),
+        }
+    }
+}
+
+impl Argon2Config {
+    pub fn effective_max_concurrent(&self) -> usize {
+        self.max_concurrent.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegulationConfig {
+    pub max_retries: u32,
+    pub max_retries_per_ip: u32,
+    pub find_time: Dur,
+    pub ban_time: Dur,
+}
+
+impl Default for RegulationConfig {
+    fn default() -> Self {
+        RegulationConfig {
+            max_retries: 5,
+            max_retries_per_ip: 20,
+            find_time: Dur::secs(120),
+            ban_time: Dur::secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeycloakConfig {
+    /// Base URL of Keycloak, e.g. `https://sso.example.org`. Unset: no Keycloak, local users only.
+    pub server: Option<String>,
+    pub realm: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub health_url: Option<String>,
+    pub proxy: Option<String>,
+    pub resilience: ResilienceConfig,
+    pub sync: SyncConfig,
+}
+
+impl KeycloakConfig {
+    pub fn enabled(&self) -> bool {
+        self.server.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResilienceConfig {
+    pub failure_threshold: u32,
+    pub cooldown: Dur,
+    pub half_open_timeout: Dur,
+    pub health_check_interval: Dur,
+    pub health_check_timeout: Dur,
+    pub request_timeout: Dur,
+    pub cache_tokens: bool,
+    pub token_grace_period: Dur,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        ResilienceConfig {
+            failure_threshold: 3,
+            cooldown: Dur::secs(60),
+            half_open_timeout: Dur::secs(10),
+            health_check_interval: Dur::secs(30),
+            health_check_timeout: Dur::secs(2),
+            request_timeout: Dur::secs(5),
+            cache_tokens: true,
+            token_grace_period: Dur::secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    pub enabled: bool,
+    pub interval: Dur,
+    pub batch: u32,
+    pub max_attempts: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            enabled: true,
+            interval: Dur::secs(15 * 60),
+            batch: 100,
+            max_attempts: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PasswordChangePolicy {
+    Queue,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DegradedConfig {
+    pub allow_login: bool,
+    pub password_change: PasswordChangePolicy,
+    pub allow_user_creation: bool,
+    pub allow_group_changes: bool,
+}
+
+impl Default for DegradedConfig {
+    fn default() -> Self {
+        DegradedConfig {
+            allow_login: true,
+            password_change: PasswordChangePolicy::Queue,
+            allow_user_creation: false,
+            allow_group_changes: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub keycloak_down_after: Dur,
+    pub sync_queue_over: u64,
+    pub circuit_open: bool,
+    pub expiring_cached_sessions_over: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            keycloak_down_after: Dur::secs(300),
+            sync_queue_over: 100,
+            circuit_open: true,
+            expiring_cached_sessions_over: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit rows older than this are deleted by the periodic cleanup.
+    pub retention: Dur,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention: Dur::secs(90 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    pub realm: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+}
+
+/// Where the running config came from; logged once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    Defaults,
+    File(PathBuf),
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::Defaults => f.write_str("embedded defaults"),
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A config problem: which file, which key, what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "config {}: key `{}`: {}", self.file, k, self.message),
+            None => write!(f, "config {}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the config named by `explicit`, else by `EDGEAUTH_CONFIG`, else the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> {
+        let from_env = std::env::var_os(CONFIG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        match explicit.map(Path::to_path_buf).or(from_env) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+                    file: path.display().to_string(),
+                    key: None,
+                    message: format!("cannot read: {e}"),
+                })?;
+                let base = path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("."));
+                let config = Config::parse(&text, &path.display().to_string(), &base)?;
+                Ok((config, ConfigSource::File(path)))
+            }
+            None => {
+                let config = Config::default();
+                config.validate("<embedded defaults>")?;
+                Ok((config, ConfigSource::Defaults))
+            }
+        }
+    }
+
+    /// Parses and validates TOML text. Relative paths are taken from `base` (the file's folder).
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+            file: file.into(),
+            key: None,
+            message: one_line(&e.to_string()),
+        })?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError {
+                file: file.into(),
+                key: (path != "." && !path.is_empty()).then_some(path),
+                message: one_line(&e.into_inner().to_string()),
+            }
+        })?;
+        config.resolve_paths(base);
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.data_dir);
+        for p in [&mut self.server.tls_cert, &mut self.server.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
+        for p in [
+            &mut self.keycloak.client_secret_file,
+            &mut self.keycloak.ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        for t in self.tenants.values_mut() {
+            if let Some(p) = t.client_secret_file.as_mut() {
+                fix(p);
+            }
+        }
+    }
+
+    /// Checks the rules no type can express. Errors name the key.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            file: file.into(),
+            key: Some(key.into()),
+            message,
+        };
+        let s = &self.server;
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(_), None) => {
+                return Err(err(
+                    "server.tls_key",
+                    "is missing: tls_cert is set, so tls_key must name the private key (PEM)"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "server.tls_cert",
+                    "is missing: tls_key is set, so tls_cert must name the certificate chain (PEM)"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if !s.tls_enabled() && !s.listen.ip().is_loopback() {
+            return Err(err(
+                "server.listen",
+                format!(
+                    "plain HTTP on the non-loopback address {} would send passwords in clear; \
+                     set server.tls_cert and server.tls_key (`edgeauth init` makes a self-signed pair) \
+                     or listen on 127.0.0.1 behind a TLS proxy",
+                    s.listen
+                ),
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(err("server.max_connections", "must be at least 1".into()));
+        }
+        if s.operator_role.trim().is_empty() {
+            return Err(err("server.operator_role", "must not be empty".into()));
+        }
+        let a = &self.auth;
+        if a.session_ttl.0 < Duration::from_secs(1) {
+            return Err(err("auth.session_ttl", "must be at least \"1s\"".into()));
+        }
+        if a.session_idle.0 < Duration::from_secs(1) {
+            return Err(err("auth.session_idle", "must be at least \"1s\"".into()));
+        }
+        if a.min_password_length == 0 || a.min_password_length > 1024 {
+            return Err(err(
+                "auth.min_password_length",
+                "must be between 1 and 1024".into(),
+            ));
+        }
+        if a.offline.failed_login_attempts == 0 {
+            return Err(err(
+                "auth.offline.failed_login_attempts",
+                "must be at least 1".into(),
+            ));
+        }
+        let g = &self.argon2;
+        if g.memory_kib < 8 * g.parallelism.max(1) || g.memory_kib > 4 * 1024 * 1024 {
+            return Err(err(
+                "argon2.memory_kib",
+                "must be between 8 × parallelism and 4194304 (4 GiB); OWASP's floor is 19456"
+                    .into(),
+            ));
+        }
+        if g.iterations == 0 || g.iterations > 64 {
+            return Err(err("argon2.iterations", "must be between 1 and 64".into()));
+        }
+        if g.parallelism == 0 || g.parallelism > 16 {
+            return Err(err("argon2.parallelism", "must be between 1 and 16".into()));
+        }
+        if g.max_concurrent == Some(0) {
+            return Err(err(
+                "argon2.max_concurrent",
+                "must be at least 1 (leave it out to use one per CPU core)".into(),
+            ));
+        }
+        let r = &self.regulation;
+        if r.max_retries == 0 {
+            return Err(err("regulation.max_retries", "must be at least 1".into()));
+        }
+        if r.max_retries_per_ip == 0 {
+            return Err(err(
+                "regulation.max_retries_per_ip",
+                "must be at least 1".into(),
+            ));
+        }
+        if r.find_time.0.is_zero() {
+            return Err(err("regulation.find_time", "must be longer than 0s".into()));
+        }
+        if r.ban_time.0.is_zero() {
+            return Err(err("regulation.ban_time", "must be longer than 0s".into()));
+        }
+        let k = &self.keycloak;
+        if let Some(server) = &k.server {
+            if !(server.starts_with("https://") || server.starts_with("http://")) {
+                return Err(err(
+                    "keycloak.server",
+                    format!("expected a URL like \"https://sso.example.org\", got {server:?}"),
+                ));
+            }
+            if k.realm.as_deref().is_none_or(str::is_empty) {
+                return Err(err(
+                    "keycloak.realm",
+                    "is required when keycloak.server is set".into(),
+                ));
+            }
+            if k.client_id.as_deref().is_none_or(str::is_empty) {
+                return Err(err(
+                    "keycloak.client_id",
+                    "is required when keycloak.server is set".into(),
+                ));
+            }
+        }
+        if k.resilience.failure_threshold == 0 {
+            return Err(err(
+                "keycloak.resilience.failure_threshold",
+                "must be at least 1".into(),
+            ));
+        }
+        if k.resilience.request_timeout.0.is_zero() {
+            return Err(err(
+                "keycloak.resilience.request_timeout",
+                "must be longer than 0s".into(),
+            ));
+        }
+        for name in self.tenants.keys() {
+            if let Err(why) = crate::domain::validate_tenant(name) {
+                return Err(err(&format!("tenants.{name}"), why));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("/etc/edgeauth"))
+    }
+
+    #[test]
+    fn reference_file_equals_embedded_defaults() {
+        let mut parsed = Config::parse(REFERENCE_TOML, "config/edgeauth.toml", Path::new(""))
+            .expect("reference config parses");
+        // The reference file writes the data dir relative to itself; defaults use the cwd.
+        parsed.server.data_dir = Config::default().server.data_dir;
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_defaults_with_resolved_paths() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.server.data_dir,
+            Path::new("/etc/edgeauth/./edgeauth-data")
+        );
+        assert_eq!(c.auth.session_ttl, Dur::secs(8 * 3600));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[server]\nlisen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert_eq!(e.file, "test.toml");
+        assert!(e.message.contains("lisen"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("server.lisen"));
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_form() {
+        let e = parse("[auth]\nsession_ttl = \"8 hours please\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("auth.session_ttl"));
+        assert!(e.message.contains("\"72h\""), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = parse("[regulation]\nmax_retries = \"five\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("regulation.max_retries"));
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused() {
+        let e = parse("[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.listen"));
+        let ok = parse(
+            "[server]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.server.tls_cert.unwrap(),
+            Path::new("/etc/edgeauth/c.pem")
+        );
+    }
+
+    #[test]
+    fn half_tls_is_refused() {
+        let e = parse("[server]\ntls_cert = \"c.pem\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.tls_key"));
+    }
+
+    #[test]
+    fn syntax_error_is_one_line() {
+        let e = parse("[server\n").unwrap_err();
+        assert!(e.key.is_none());
+        assert!(!e.message.contains('\n'));
+    }
+
+    #[test]
+    fn keycloak_needs_realm_and_client() {
+        let e = parse("[keycloak]\nserver = \"https://sso\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("keycloak.realm"));
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidrs() {
+        let c = parse("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]\n").unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        let e = parse("[server]\ntrusted_proxies = [\"nonsense\"]\n").unwrap_err();
+        assert!(e.key.unwrap().starts_with("server.trusted_proxies"));
+    }
+}

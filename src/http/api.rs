@@ -1,0 +1,299 @@
+//! Handlers of the JSON API (design §6) and the probe endpoints.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::extract::{ApiJson, COOKIE_NAME, Token, client_ip};
+use crate::app::App;
+use crate::auth::Client;
+use crate::auth::login::{LoginRequest, login as do_login};
+use crate::auth::password::{PasswordRequest, change_password};
+use crate::auth::session::{SessionCheck, logout as do_logout, validate};
+use crate::clock::rfc3339;
+use crate::crypto::SessionId;
+use crate::store::users::UserRecord;
+
+/// A note the access log appends to its line for this request (user, outcome).
+#[derive(Debug, Clone)]
+pub struct Note(pub String);
+
+/// The client, after trusted-proxy resolution.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl FromRequestParts<Arc<App>> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client_ip(parts, &app.config.server)))
+    }
+}
+
+fn user_json(u: &UserRecord) -> Value {
+    json!({
+        "username": u.username.as_str(),
+        "tenant": u.tenant.as_str(),
+        "source": u.source.as_str(),
+        "roles": u.roles,
+        "groups": u.groups,
+    })
+}
+
+fn keycloak_status(app: &App) -> &'static str {
+    if app.config.keycloak.enabled() {
+        "offline"
+    } else {
+        "disabled"
+    }
+}
+
+fn with_note(mut res: Response, note: String) -> Response {
+    res.extensions_mut().insert(Note(note));
+    res
+}
+
+fn session_cookie(app: &App, id: &SessionId) -> String {
+    let secure = if app.config.server.tls_enabled() {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{COOKIE_NAME}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
+        id.expose(),
+        app.config.auth.session_ttl.as_secs()
+    )
+}
+
+fn clear_cookie(app: &App) -> String {
+    let secure = if app.config.server.tls_enabled() {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{secure}")
+}
+
+fn set_cookie(res: &mut Response, cookie: String) {
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+}
+
+pub async fn login(
+    State(app): State<Arc<App>>,
+    ClientAddr(ip): ClientAddr,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Response {
+    let who = format!(
+        "user={} tenant={}",
+        req.username,
+        req.tenant.as_deref().unwrap_or("default")
+    );
+    match do_login(&app, req, Client { ip }).await {
+        Ok(ok) => {
+            let body = json!({
+                "success": true,
+                "session_id": ok.session_id.expose(),
+                "auth_mode": ok.session.auth_mode,
+                "keycloak_status": keycloak_status(&app),
+                "expires_at": rfc3339(ok.session.expires_at),
+                "user": user_json(&ok.user),
+                "warning": ok.warning,
+            });
+            let mut res = (StatusCode::OK, Json(body)).into_response();
+            set_cookie(&mut res, session_cookie(&app, &ok.session_id));
+            with_note(
+                res,
+                format!("{who} outcome=ok auth_mode={}", ok.session.auth_mode),
+            )
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            let note = format!("{who} outcome={}", e.code);
+            with_note(e.into_response(), note)
+        }
+    }
+}
+
+pub async fn session(
+    State(app): State<Arc<App>>,
+    Token(token): Token,
+) -> Result<Response, ApiError> {
+    let check = match token.as_deref() {
+        None => None,
+        Some(t) => Some(validate(&app, t)?),
+    };
+    Ok(match check {
+        Some(SessionCheck::Valid(v)) => {
+            app.metrics.validation("valid");
+            let body = json!({
+                "valid": true,
+                "mode": v.session.auth_mode,
+                "expires_at": rfc3339(v.ends_at),
+                "user": user_json(&v.user),
+            });
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        other => {
+            let reason = match other {
+                Some(SessionCheck::Invalid(r)) => r.as_str(),
+                _ => "session_not_found",
+            };
+            app.metrics.validation(reason);
+            let mut res = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"valid": false, "reason": reason})),
+            )
+                .into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"edgeauth\""),
+            );
+            with_note(res, format!("reason={reason}"))
+        }
+    })
+}
+
+pub async fn logout(
+    State(app): State<Arc<App>>,
+    ClientAddr(ip): ClientAddr,
+    Token(token): Token,
+) -> Result<Response, ApiError> {
+    do_logout(&app, token.as_deref(), Client { ip }).await?;
+    let mut res = (StatusCode::OK, Json(json!({"success": true}))).into_response();
+    set_cookie(&mut res, clear_cookie(&app));
+    Ok(res)
+}
+
+pub async fn password(
+    State(app): State<Arc<App>>,
+    ClientAddr(ip): ClientAddr,
+    Token(token): Token,
+    ApiJson(req): ApiJson<PasswordRequest>,
+) -> Response {
+    let who = format!(
+        "user={} tenant={}",
+        req.username,
+        req.tenant.as_deref().unwrap_or("default")
+    );
+    let current = token
+        .as_deref()
+        .and_then(SessionId::parse)
+        .map(|id| id.digest());
+    match change_password(&app, req, current, Client { ip }).await {
+        Ok(done) => {
+            let body = json!({
+                "success": true,
+                "local_updated": done.local_updated,
+                "keycloak_updated": done.keycloak_updated,
+                "mode": done.mode,
+            });
+            with_note(
+                (StatusCode::OK, Json(body)).into_response(),
+                format!("{who} outcome=ok"),
+            )
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            let note = format!("{who} outcome={}", e.code);
+            with_note(e.into_response(), note)
+        }
+    }
+}
+
+/// Loopback clients, or a session whose user holds `server.operator_role`.
+fn is_operator(app: &App, ip: Option<IpAddr>, token: Option<&str>) -> Result<bool, ApiError> {
+    if ip.is_some_and(|i| i.is_loopback()) {
+        return Ok(true);
+    }
+    let Some(t) = token else { return Ok(false) };
+    Ok(match validate(app, t)? {
+        SessionCheck::Valid(v) => v
+            .user
+            .roles
+            .iter()
+            .any(|r| *r == app.config.server.operator_role),
+        SessionCheck::Invalid(_) => false,
+    })
+}
+
+fn forbidden() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "operators only: call from the appliance itself or with an operator's session",
+    )
+}
+
+pub async fn status(
+    State(app): State<Arc<App>>,
+    ClientAddr(ip): ClientAddr,
+    Token(token): Token,
+) -> Result<Response, ApiError> {
+    if !is_operator(&app, ip, token.as_deref())? {
+        return Err(forbidden());
+    }
+    let a = app.clone();
+    let report = tokio::task::spawn_blocking(move || crate::status::report(&a))
+        .await
+        .map_err(|e| ApiError::from(crate::auth::AuthError::Internal(e.to_string())))??;
+    Ok((StatusCode::OK, Json(report)).into_response())
+}
+
+pub async fn metrics(
+    State(app): State<Arc<App>>,
+    ClientAddr(ip): ClientAddr,
+    Token(token): Token,
+) -> Result<Response, ApiError> {
+    if !app.config.server.public_metrics && !is_operator(&app, ip, token.as_deref())? {
+        return Err(forbidden());
+    }
+    let mut res = app.metrics.encode().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(res)
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.store.read(|r| r.clock_floor()) {
+        Ok(_) => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
+        Err(e) => {
+            log::error!("not ready: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the store cannot be read",
+            )
+            .into_response()
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}

@@ -1,0 +1,87 @@
+//! Every failure of the HTTP API as `{"error": {"code", "message"}}`: the one place where
+//! domain errors become status codes.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AuthError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            AuthError::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
+            AuthError::TooManyAttempts { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+            }
+            AuthError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            AuthError::WeakPassword(_) => (StatusCode::BAD_REQUEST, "weak_password"),
+            AuthError::DegradedModeForbidden(_) => {
+                (StatusCode::FORBIDDEN, "degraded_mode_forbidden")
+            }
+            AuthError::Store(_) | AuthError::Internal(_) => {
+                log::error!("request failed: {e}");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the appliance could not complete the request; see its log",
+                );
+            }
+        };
+        let mut out = ApiError::new(status, code, message);
+        if let AuthError::TooManyAttempts { retry_after } = e {
+            out.retry_after = Some(retry_after.max(1));
+        }
+        if let AuthError::Overloaded = e {
+            out.retry_after = Some(1);
+        }
+        out
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        AuthError::Store(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut res = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        res
+    }
+}

@@ -1,0 +1,88 @@
+//! The HTTP face of the appliance: the router with its limits and access log ([`router`]) and
+//! the listener with TLS and connection timeouts ([`server`]).
+
+pub mod api;
+pub mod error;
+pub mod extract;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::app::App;
+use error::ApiError;
+
+/// Largest request body accepted (a login is a few hundred bytes).
+pub const BODY_LIMIT: usize = 16 * 1024;
+/// A request that has not been answered by then gets 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/v1/login", post(api::login))
+        .route("/api/v1/session", get(api::session))
+        .route("/api/v1/logout", post(api::logout))
+        .route("/api/v1/password", post(api::password))
+        .route("/api/v1/status", get(api::status))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn(deadline))
+        .layer(from_fn_with_state(app.clone(), access_log))
+        .with_state(app)
+}
+
+async fn deadline(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request took too long",
+        )
+        .into_response(),
+    }
+}
+
+/// One info line per request: client, method, path (never the query), status, time, note.
+async fn access_log(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let ip = extract::client_ip(&parts, &app.config.server);
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let mut res = next.run(Request::from_parts(parts, body)).await;
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    if log::log_enabled!(log::Level::Info) {
+        let note = res
+            .extensions()
+            .get::<api::Note>()
+            .map(|n| n.0.as_str())
+            .unwrap_or("");
+        log::info!(
+            "{} {} {} {} {:.1}ms {}",
+            ip.map_or_else(|| "-".to_owned(), |i| i.to_string()),
+            method,
+            path,
+            res.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0,
+            note
+        );
+    }
+    res
+}

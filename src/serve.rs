@@ -1,0 +1,111 @@
+//! `edgeauth serve`: start-up and shutdown of the appliance.
+//!
+//! Order: open the store (which takes redb's lock, so a second server fails fast and clearly),
+//! load TLS, bind the listener and the admin socket, start the maintenance task, serve until
+//! SIGINT/SIGTERM, drain requests in flight, flush activity, and exit.
+
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::app::App;
+use crate::config::{Config, ConfigSource};
+use crate::error::AppError;
+
+pub fn run(config: Config, source: ConfigSource) -> Result<(), AppError> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(32)
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::Runtime(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(serve(config, source))
+}
+
+async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(c), Some(k)) => Some(TlsAcceptor::from(
+            crate::tls::server_config(c, k).map_err(AppError::Runtime)?,
+        )),
+        _ => None,
+    };
+    let listen = config.server.listen;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let app = App::open(config)?;
+    let listener = crate::http::server::bind(listen)
+        .await
+        .map_err(AppError::Runtime)?;
+    let admin = crate::admin::socket::bind(app.data_dir())?;
+
+    let keycloak = if app.config.keycloak.enabled() {
+        "Keycloak is configured, but this build has no Keycloak tier yet: local users only"
+    } else {
+        "no Keycloak configured: local users only"
+    };
+    match &source {
+        ConfigSource::Defaults => log::info!(
+            "edgeauth {} on {scheme}://{listen} running on embedded defaults ({keycloak}, loopback HTTP), data in {}",
+            env!("CARGO_PKG_VERSION"),
+            app.data_dir().display()
+        ),
+        ConfigSource::File(p) => log::info!(
+            "edgeauth {} on {scheme}://{listen} with config {} ({keycloak}), data in {}",
+            env!("CARGO_PKG_VERSION"),
+            p.display(),
+            app.data_dir().display()
+        ),
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let maintenance = tokio::spawn(crate::maintenance::run(app.clone(), stop_rx.clone()));
+    let admin_task = tokio::spawn(crate::admin::socket::serve(
+        app.clone(),
+        admin,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        log::info!("shutting down: finishing requests in flight");
+        let _ = stop_tx.send(true);
+    });
+
+    let router = crate::http::router(app.clone());
+    crate::http::server::serve(
+        listener,
+        router,
+        tls,
+        app.config.server.max_connections,
+        stop_rx,
+    )
+    .await;
+    let _ = admin_task.await;
+    let _ = maintenance.await;
+    log::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
