@@ -1,0 +1,307 @@
+//! Test support: runs the real `edgeauth` binary in a temp dir on a free loopback port, with a
+//! config the test chooses, and talks to it over HTTP (ureq) and through the CLI.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_edgeauth");
+
+/// Fast argon2 parameters so tests spend their time on behaviour, not hashing.
+pub const FAST_ARGON2: &str = "[argon2]\nmemory_kib = 256\niterations = 1\nparallelism = 1\n";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    child: Option<Child>,
+    pub agent: ureq::Agent,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+impl Appliance {
+    /// A stopped appliance whose config is FAST_ARGON2 plus `extra` TOML.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("edgeauth.toml");
+        let text = format!(
+            "{extra}\n[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{}",
+            if extra.contains("[argon2]") {
+                ""
+            } else {
+                FAST_ARGON2
+            }
+        );
+        std::fs::write(&config, fix_sections(&text)).unwrap();
+        Appliance {
+            dir,
+            port,
+            config,
+            child: None,
+            agent: agent(),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts `edgeauth serve` and waits until /readyz answers 200.
+    pub fn start(&mut self) -> &mut Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["--config", self.config.to_str().unwrap(), "serve"])
+            .env("EDGEAUTH_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.agent.get(&self.url("/readyz")).call()
+                && r.status() == 200
+            {
+                return self;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("edgeauth serve exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edgeauth did not become ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait (graceful).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("edgeauth did not stop on SIGTERM:\n{}", self.log());
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let mut b = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let res = match body {
+            Some(text) => self.agent.run(b.body(text.to_owned()).unwrap()),
+            None => self.agent.run(b.body(()).unwrap()),
+        }
+        .unwrap();
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let text = res.into_body().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
+        self.request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            Some(&body.to_string()),
+        )
+    }
+
+    pub fn login(&self, user: &str, password: &str) -> Reply {
+        self.post_json(
+            "/api/v1/login",
+            &serde_json::json!({"username": user, "password": password}),
+        )
+    }
+
+    /// Logs in and returns the session id, asserting 200.
+    pub fn session_id(&self, user: &str, password: &str) -> String {
+        let r = self.login(user, password);
+        assert_eq!(r.status, 200, "login {user}: {}", r.text);
+        r.body["session_id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn check_session(&self, sid: &str) -> Reply {
+        self.request(
+            "GET",
+            "/api/v1/session",
+            &[("authorization", &format!("Bearer {sid}"))],
+            None,
+        )
+    }
+
+    /// Runs the CLI with this appliance's config; `stdin` is piped in.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        cli_with(&self.config, args, stdin)
+    }
+
+    /// `user add NAME --local --password-stdin` plus `extra` args; asserts success.
+    pub fn add_user(&self, name: &str, password: &str, extra: &[&str]) {
+        let mut args = vec!["user", "add", name, "--local", "--password-stdin"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args, Some(&format!("{password}\n")));
+        assert!(
+            out.status.success(),
+            "user add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn cli_with(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(config).args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Merges a repeated `[server]` header written by a test's `extra` into one table.
+fn fix_sections(text: &str) -> String {
+    let mut tables: Vec<(String, Vec<String>)> = vec![(String::new(), Vec::new())];
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            let name = t.to_owned();
+            if !tables.iter().any(|(n, _)| *n == name) {
+                tables.push((name.clone(), Vec::new()));
+            }
+            let idx = tables.iter().position(|(n, _)| *n == name).unwrap();
+            let entry = tables.remove(idx);
+            tables.push(entry);
+        } else if !t.is_empty()
+            && let Some(last) = tables.last_mut()
+        {
+            last.1.push(line.to_owned());
+        }
+    }
+    tables
+        .into_iter()
+        .map(|(n, lines)| format!("{n}\n{}\n", lines.join("\n")))
+        .collect()
+}
