@@ -387,7 +387,14 @@ fn malformed_requests_get_json_errors() {
     let mut a = Appliance::new("");
     a.start();
     let ct = [("content-type", "application/json")];
-    let cases: Vec<(&str, Option<&str>, &[(&str, &str)], u16, &str)> = vec![
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "/api/v1/login",
             Some("{\"username\": \"a\""),

@@ -64,7 +64,7 @@ fn config_errors_name_file_key_and_form() {
 #[test]
 fn serve_on_embedded_defaults_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("serve")
         .current_dir(dir.path())
         .env_remove("EDGEAUTH_CONFIG")
