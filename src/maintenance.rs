@@ -11,6 +11,9 @@ use crate::store::StoreError;
 
 pub const TICK: Duration = Duration::from_secs(10);
 
+/// Pooled argon2 memory is freed after this long without a login.
+pub const HASH_MEMORY_IDLE: Duration = Duration::from_secs(60);
+
 /// Ended sessions are kept this long so that validation can say why they ended.
 pub const KEEP_ENDED_SESSIONS: u64 = 24 * 3600;
 
@@ -38,6 +41,7 @@ pub fn run_once(app: &App) -> Result<Swept, StoreError> {
             w.purge_audit(audit_before)?,
         ))
     })?;
+    app.hasher.trim_idle(HASH_MEMORY_IDLE);
     // Refreshes the gauges as a side effect.
     crate::status::report(app)?;
     Ok(Swept {
