@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::{Hasher, SEAL_KEY_FILE, Sealer};
 use crate::error::AppError;
+use crate::keycloak::Keycloak;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -20,6 +21,9 @@ pub struct App {
     pub clock: Arc<Clock>,
     pub metrics: Arc<Metrics>,
     pub activity: Arc<Activity>,
+    /// The Keycloak tier; `None` when no Keycloak is configured (local users only).
+    pub keycloak: Option<Arc<Keycloak>>,
+    pub alert_log: crate::status::AlertLog,
     /// Seals Keycloak tokens and queued passwords at rest (used by the Keycloak tier).
     pub sealer: Sealer,
     pub started_at: u64,
@@ -58,6 +62,7 @@ impl App {
                 })
             })?
             .with_wait_observer(Arc::new(move |d| m.argon2_wait(d)));
+        let keycloak = Keycloak::from_config(&config, &store, &config.origin)?.map(Arc::new);
         let started_at = clock.now();
         Ok(Arc::new(App {
             config: Arc::new(config),
@@ -66,6 +71,8 @@ impl App {
             clock: Arc::new(clock),
             metrics,
             activity: Arc::new(Activity::default()),
+            keycloak,
+            alert_log: Default::default(),
             sealer,
             started_at,
         }))

@@ -69,6 +69,9 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub audit: AuditConfig,
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Where this config came from (a file path, or the embedded defaults); for messages.
+    #[serde(skip)]
+    pub origin: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -405,7 +408,10 @@ impl Config {
                 Ok((config, ConfigSource::File(path)))
             }
             None => {
-                let config = Config::default();
+                let config = Config {
+                    origin: "<embedded defaults>".into(),
+                    ..Config::default()
+                };
                 config.validate("<embedded defaults>")?;
                 Ok((config, ConfigSource::Defaults))
             }
@@ -428,6 +434,7 @@ impl Config {
             }
         })?;
         config.resolve_paths(base);
+        config.origin = file.to_owned();
         config.validate(file)?;
         Ok(config)
     }
@@ -618,6 +625,7 @@ mod tests {
             .expect("reference config parses");
         // The reference file writes the data dir relative to itself; defaults use the cwd.
         parsed.server.data_dir = Config::default().server.data_dir;
+        parsed.origin = String::new();
         assert_eq!(parsed, Config::default());
     }
 

@@ -318,7 +318,8 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn b64_nopad(bytes: &[u8]) -> String {
+/// Standard-alphabet base64 (RFC 4648 §4), without padding as PHC strings want it.
+pub(crate) fn b64_nopad(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
@@ -335,6 +336,15 @@ fn b64_nopad(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Standard-alphabet base64 with `=` padding (HTTP Basic credentials).
+pub(crate) fn b64_padded(bytes: &[u8]) -> String {
+    let mut s = b64_nopad(bytes);
+    while !s.len().is_multiple_of(4) {
+        s.push('=');
+    }
+    s
 }
 
 /// The prefix that tells an edgeauth session id from a Keycloak JWT.

@@ -42,8 +42,9 @@ pub fn run_once(app: &App) -> Result<Swept, StoreError> {
         ))
     })?;
     app.hasher.trim_idle(HASH_MEMORY_IDLE);
-    // Refreshes the gauges as a side effect.
-    crate::status::report(app)?;
+    // Refreshes the gauges, and logs alerts that started or ended.
+    let report = crate::status::report(app)?;
+    app.alert_log.observe(app, &report.alerts);
     Ok(Swept {
         touched,
         sessions,

@@ -28,8 +28,30 @@ struct ValidationLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    name: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    keycloak_calls: Family<CallLabels, Counter>,
+    keycloak_latency: Family<CallLabels, Histogram>,
+    fallbacks: Counter,
+    jwks: Family<ResultLabels, Counter>,
+    circuit_state: Gauge,
+    alerts: Family<NameLabels, Gauge>,
     logins: Family<LoginLabels, Counter>,
     sessions: Family<ModeLabels, Gauge>,
     validations: Family<ValidationLabels, Counter>,
@@ -76,8 +98,54 @@ impl Metrics {
             "Time a password hash waited for a hashing slot",
             argon2_wait.clone(),
         );
+        let keycloak_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "keycloak_calls",
+            "Calls to Keycloak by kind and outcome",
+            keycloak_calls.clone(),
+        );
+        let keycloak_latency = Family::<CallLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "keycloak_call_seconds",
+            "Latency of calls to Keycloak",
+            keycloak_latency.clone(),
+        );
+        let fallbacks = Counter::default();
+        registry.register(
+            "offline_fallbacks",
+            "Logins answered from the local hash because Keycloak was unavailable",
+            fallbacks.clone(),
+        );
+        let jwks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "jwks_cache",
+            "JWKS cache lookups by result (hit, miss)",
+            jwks.clone(),
+        );
+        let circuit_state = Gauge::default();
+        registry.register(
+            "circuit_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            circuit_state.clone(),
+        );
+        let alerts = Family::<NameLabels, Gauge>::default();
+        registry.register(
+            "alert_active",
+            "1 while the named alert is active",
+            alerts.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            keycloak_calls,
+            keycloak_latency,
+            fallbacks,
+            jwks,
+            circuit_state,
+            alerts,
             logins,
             sessions,
             validations,
@@ -110,6 +178,41 @@ impl Metrics {
                 auth_mode: mode.as_str(),
             })
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn keycloak_call(
+        &self,
+        kind: &'static str,
+        outcome: &'static str,
+        latency: Option<Duration>,
+    ) {
+        let l = CallLabels { kind, outcome };
+        self.keycloak_calls.get_or_create(&l).inc();
+        if let Some(d) = latency {
+            self.keycloak_latency
+                .get_or_create(&l)
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    pub fn fallback(&self) {
+        self.fallbacks.inc();
+    }
+
+    pub fn jwks(&self, result: &'static str) {
+        self.jwks.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn set_circuit_state(&self, v: i64) {
+        self.circuit_state.set(v);
+    }
+
+    pub fn set_alert(&self, name: &str, active: bool) {
+        self.alerts
+            .get_or_create(&NameLabels {
+                name: name.to_owned(),
+            })
+            .set(i64::from(active));
     }
 
     /// The OpenMetrics text exposition.

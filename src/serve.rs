@@ -40,10 +40,12 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
         .map_err(AppError::Runtime)?;
     let admin = crate::admin::socket::bind(app.data_dir())?;
 
-    let keycloak = if app.config.keycloak.enabled() {
-        "Keycloak is configured, but this build has no Keycloak tier yet: local users only"
-    } else {
-        "no Keycloak configured: local users only"
+    let keycloak = match &app.config.keycloak.server {
+        Some(server) => format!(
+            "Keycloak {server} realm {}",
+            app.config.keycloak.realm.as_deref().unwrap_or("")
+        ),
+        None => "no Keycloak configured: local users only".to_owned(),
     };
     match &source {
         ConfigSource::Defaults => log::info!(
@@ -61,6 +63,10 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(crate::maintenance::run(app.clone(), stop_rx.clone()));
+    let monitor = tokio::spawn(crate::resilience::monitor::run(
+        app.clone(),
+        stop_rx.clone(),
+    ));
     let admin_task = tokio::spawn(crate::admin::socket::serve(
         app.clone(),
         admin,
@@ -82,6 +88,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     )
     .await;
     let _ = admin_task.await;
+    let _ = monitor.await;
     let _ = maintenance.await;
     log::info!("stopped");
     Ok(())

@@ -1,13 +1,16 @@
 //! One status and alerts model, shared by `GET /api/v1/status`, `edgeauth status` and the
-//! metrics. Without a Keycloak tier the appliance is in mode `normal` with keycloak_status
-//! `disabled`; the Keycloak fields are present (null) so clients can rely on the shape.
+//! metrics. Without Keycloak the appliance is in mode `normal` with keycloak_status `disabled`
+//! and the Keycloak fields are null, so clients can rely on the shape.
 
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::clock::rfc3339;
 use crate::domain::AuthMode;
+use crate::resilience::breaker::CircuitState;
+use crate::resilience::monitor::Mode;
 use crate::store::StoreError;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -82,6 +85,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
     ] {
         app.metrics.set_active_sessions(mode, n);
     }
+    let alerts_cfg = &app.config.alerts;
     let mut alerts = Vec::new();
     if let Some(back) = app.clock.jump_back_at_start() {
         alerts.push(Alert {
@@ -94,18 +98,88 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             ),
         });
     }
+    let (mode, keycloak) = match &app.keycloak {
+        None => (
+            Mode::Normal,
+            KeycloakStatus {
+                status: "disabled".into(),
+                available: false,
+                last_check: None,
+                last_success: None,
+                offline_since: None,
+                circuit: None,
+            },
+        ),
+        Some(kc) => {
+            let b = kc.breaker.view(Instant::now());
+            let h = kc.health.view();
+            let status = kc.health.status(&b);
+            let opened_at = b.open_for.map(|d| now.saturating_sub(d.as_secs()));
+            if let Some(since) = h.offline_since
+                && now.saturating_sub(since) >= alerts_cfg.keycloak_down_after.as_secs()
+            {
+                alerts.push(Alert {
+                    name: "keycloak_down".into(),
+                    severity: "critical".into(),
+                    since: rfc3339(since),
+                    message: format!(
+                        "Keycloak has been unreachable for {}: {}",
+                        humantime::format_duration(Duration::from_secs(now.saturating_sub(since))),
+                        h.last_error.as_deref().unwrap_or("no answer")
+                    ),
+                });
+            }
+            if alerts_cfg.circuit_open && b.state == CircuitState::Open {
+                alerts.push(Alert {
+                    name: "circuit_open".into(),
+                    severity: "warning".into(),
+                    since: rfc3339(opened_at.unwrap_or(now)),
+                    message: format!("the circuit breaker is open after {} failed calls; logins use the local cache", b.failure_count),
+                });
+            }
+            if let Some(why) = &h.misconfigured {
+                alerts.push(Alert {
+                    name: "keycloak_misconfigured".into(),
+                    severity: "critical".into(),
+                    since: rfc3339(h.last_check.unwrap_or(now)),
+                    message: format!("Keycloak refuses this appliance's client: {why}; check keycloak.client_id, the secret file and Direct Access Grants"),
+                });
+            }
+            if status == crate::resilience::monitor::KeycloakStatus::Offline
+                && counts.cached_expiring_soon > alerts_cfg.expiring_cached_sessions_over
+            {
+                alerts.push(Alert {
+                    name: "cached_sessions_expiring".into(),
+                    severity: "warning".into(),
+                    since: rfc3339(now),
+                    message: format!(
+                        "{} sessions served from the cache end within the hour while Keycloak is unreachable",
+                        counts.cached_expiring_soon
+                    ),
+                });
+            }
+            (
+                status.mode(),
+                KeycloakStatus {
+                    status: status.as_str().into(),
+                    available: status == crate::resilience::monitor::KeycloakStatus::Online,
+                    last_check: h.last_check.map(rfc3339),
+                    last_success: h.last_success.map(rfc3339),
+                    offline_since: h.offline_since.map(rfc3339),
+                    circuit: Some(CircuitStatus {
+                        state: b.state.as_str().into(),
+                        failure_count: b.failure_count,
+                        opened_at: opened_at.map(rfc3339),
+                    }),
+                },
+            )
+        }
+    };
     Ok(StatusReport {
-        mode: "normal".into(),
+        mode: mode.as_str().into(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: rfc3339(app.started_at),
-        keycloak: KeycloakStatus {
-            status: "disabled".into(),
-            available: false,
-            last_check: None,
-            last_success: None,
-            offline_since: None,
-            circuit: None,
-        },
+        keycloak,
         sync: SyncStatus::default(),
         sessions: SessionStatus {
             active: counts.active,
@@ -117,4 +191,27 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
         users,
         alerts,
     })
+}
+
+/// Logs each alert once when it starts and once when it ends, and mirrors them as metrics.
+#[derive(Debug, Default)]
+pub struct AlertLog {
+    active: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl AlertLog {
+    pub fn observe(&self, app: &App, alerts: &[Alert]) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let now: std::collections::BTreeSet<String> =
+            alerts.iter().map(|a| a.name.clone()).collect();
+        for a in alerts.iter().filter(|a| !active.contains(&a.name)) {
+            log::warn!("ALERT {} started ({}): {}", a.name, a.severity, a.message);
+            app.metrics.set_alert(&a.name, true);
+        }
+        for gone in active.difference(&now) {
+            log::info!("ALERT {gone} ended");
+            app.metrics.set_alert(gone, false);
+        }
+        *active = now;
+    }
 }

@@ -136,6 +136,7 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
         created_at: now,
         updated_at: now,
         last_online_auth: None,
+        tokens_at: None,
     };
     let u = user.clone();
     let created = super::write(&app.store, move |w| {

@@ -1,12 +1,18 @@
-//! Login. Today one tier: the local argon2 hash (local users, no Keycloak). The Keycloak tier
-//! (design §3: online-first, falling back only on Unavailable) plugs in before the local check.
+//! Login: the tiers of design §3.
 //!
-//! Order of a login, and why:
-//! 1. parse the request (bad input: 400, nothing recorded);
-//! 2. regulation: a banned user or IP is refused before any password work (429);
-//! 3. a hashing slot (503 `overloaded` when none frees in `argon2.max_wait`);
-//! 4. verify against the user's hash, or the dummy hash for unknown users (same cost);
-//! 5. one write transaction: the session, the audit row, the counters; then the answer.
+//! * Local users, or no Keycloak configured: the local argon2 hash.
+//! * Keycloak users, `online-first` (default): ask Keycloak (bounded by `request_timeout`,
+//!   skipped at once while the circuit is open). Ok: capture the argon2 hash, roles and groups,
+//!   seal the tokens, auth_mode `keycloak`. Rejected: 401/403, never a fallback. Unavailable:
+//!   the offline path.
+//! * Keycloak users, `local-first`: answer from the local hash at once and confirm with
+//!   Keycloak in the background, revoking the new session if Keycloak rejects it.
+//! * Offline path: only within `offline.credentials_expiration` of the last online login, with
+//!   its own lockout (`failed_login_attempts`, `failed_login_delay`); auth_mode `cached` when a
+//!   Keycloak token was obtained within `token_grace_period`, else `local`.
+//!
+//! Every path: regulation first (a banned attempt never reaches a hash or Keycloak), the same
+//! argon2 cost for unknown users, and one write transaction before the answer.
 
 use std::sync::Arc;
 
@@ -14,10 +20,15 @@ use super::regulation::{after_failure, banned_for, ip_subject, user_subject};
 use super::session::new_session;
 use super::{AuthError, Client, check_password_input, user_key};
 use crate::app::App;
+use crate::config::{AuthOrder, RegulationConfig};
 use crate::crypto::{Secret, SessionId, Verified};
-use crate::domain::{AuthMode, UserKey};
+use crate::domain::{AuthMode, Source, UserKey};
+use crate::keycloak::client::TokenSet;
+use crate::keycloak::outcome::{Outcome, Rejection, Unavailable};
+use crate::keycloak::{Keycloak, Tier};
+use crate::resilience::monitor::KeycloakStatus;
 use crate::store::audit::{AuditEvent, AuditRecord};
-use crate::store::sessions::SessionRecord;
+use crate::store::sessions::{RevokeReason, SealedTokens, SessionRecord};
 use crate::store::users::UserRecord;
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -36,9 +47,32 @@ pub struct LoginOk {
     pub warning: Option<String>,
 }
 
-/// What a failed attempt did to the counters, decided inside the write transaction.
-struct FailureOutcome {
-    retry_after: Option<u64>,
+/// One login attempt: who, from where, when, and which regulation counters it touches.
+struct Attempt {
+    key: UserKey,
+    password: Secret,
+    client: Client,
+    now: u64,
+    user_subject: String,
+    ip_subject: Option<String>,
+}
+
+impl Attempt {
+    fn offline_subject(&self) -> String {
+        format!("off:{}", self.key.store_key())
+    }
+
+    fn audit(&self, outcome: &str, mode: Option<AuthMode>) -> AuditRecord {
+        AuditRecord {
+            at: self.now,
+            event: AuditEvent::Login,
+            tenant: self.key.tenant.to_string(),
+            username: self.key.username.to_string(),
+            client_ip: self.client.ip.map(|i| i.to_string()),
+            outcome: outcome.into(),
+            auth_mode: mode,
+        }
+    }
 }
 
 pub async fn login(
@@ -48,197 +82,527 @@ pub async fn login(
 ) -> Result<LoginOk, AuthError> {
     let key = user_key(req.tenant.as_deref(), &req.username)?;
     check_password_input("password", req.password.expose())?;
-    let now = app.clock.now();
+    let a = Attempt {
+        user_subject: user_subject(&key),
+        ip_subject: client.ip.map(ip_subject),
+        key,
+        password: req.password,
+        client,
+        now: app.clock.now(),
+    };
 
-    // 2. Regulation, before any password work.
-    let subjects = Subjects::new(&key, client);
+    // Regulation, before any password work or Keycloak call.
     let (user, banned) = app.store.read(|r| {
         let mut banned = None;
-        for s in subjects.all() {
-            if let Some(secs) = banned_for(r.strikes(s)?.as_ref(), now) {
-                banned = Some(banned.unwrap_or(0).max(secs));
-            }
+        for s in std::iter::once(&a.user_subject).chain(a.ip_subject.as_ref()) {
+            banned = banned.max(banned_for(r.strikes(s)?.as_ref(), a.now));
         }
-        Ok((r.user(&key)?, banned))
+        Ok((r.user(&a.key)?, banned))
     })?;
     if let Some(retry_after) = banned {
-        audit_only(app, &key, client, now, "too_many_attempts").await?;
+        audit_only(app, a.audit("too_many_attempts", None)).await?;
         app.metrics.login("too_many_attempts", None);
         return Err(AuthError::TooManyAttempts { retry_after });
     }
 
-    // 3–4. Verify (the dummy hash for unknown users: the same cost, never a match).
-    let verified = match app
-        .hasher
-        .verify(
-            &req.password,
-            user.as_ref().and_then(|u| u.password_hash.as_deref()),
-        )
-        .await
-    {
-        Ok(v) => v,
-        Err(e) => {
-            app.metrics.login("overloaded", None);
-            return Err(e.into());
-        }
+    let keycloak = app
+        .keycloak
+        .clone()
+        .filter(|_| user.as_ref().is_none_or(|u| u.source == Source::Keycloak));
+    let result = match keycloak {
+        None => local_login(app, &a, user).await,
+        Some(kc) => match app.config.auth.order {
+            AuthOrder::OnlineFirst => online_first(app, &kc, &a, user).await,
+            AuthOrder::LocalFirst => local_first(app, &kc, &a, user).await,
+        },
     };
-    let matched = matches!(verified, Verified::Match | Verified::MatchNeedsRehash);
-
-    match user {
-        Some(user) if matched && user.enabled => {
-            let rehash = if verified == Verified::MatchNeedsRehash {
-                app.hasher.hash(&req.password).await.ok()
-            } else {
-                None
-            };
-            succeed(app, user, client, now, rehash, subjects).await
-        }
-        Some(_) if matched => {
-            // Right password, disabled account: say so (the caller proved the password), but
-            // count nothing against the user.
-            audit_only(app, &key, client, now, "account_disabled").await?;
-            app.metrics.login("account_disabled", None);
-            Err(AuthError::AccountDisabled)
-        }
-        _ => {
-            let out = fail(app, &key, client, now, subjects).await?;
-            app.metrics.login("invalid_credentials", None);
+    match &result {
+        Ok(ok) => {
+            app.metrics.login("ok", Some(ok.session.auth_mode));
             log::debug!(
-                "login failed user={} tenant={} ip={}",
-                key.username,
-                key.tenant,
-                ip_text(client)
+                "login ok user={} tenant={} auth_mode={}",
+                a.key.username,
+                a.key.tenant,
+                ok.session.auth_mode
             );
-            match out.retry_after {
-                Some(retry_after) => Err(AuthError::TooManyAttempts { retry_after }),
-                None => Err(AuthError::InvalidCredentials),
-            }
         }
+        Err(e) => app.metrics.login(error_label(e), None),
+    }
+    result
+}
+
+fn error_label(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::InvalidCredentials => "invalid_credentials",
+        AuthError::AccountDisabled => "account_disabled",
+        AuthError::TooManyAttempts { .. } => "too_many_attempts",
+        AuthError::Overloaded => "overloaded",
+        AuthError::OfflineLoginExpired => "offline_login_expired",
+        AuthError::OfflineLoginNotAllowed => "offline_login_not_allowed",
+        _ => "error",
     }
 }
 
-/// The regulation subjects of one attempt: the user, and the client IP when known.
-#[derive(Clone)]
-struct Subjects {
-    user: String,
-    ip: Option<String>,
-}
-
-impl Subjects {
-    fn new(key: &UserKey, client: Client) -> Self {
-        Subjects {
-            user: user_subject(key),
-            ip: client.ip.map(ip_subject),
-        }
-    }
-    fn all(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.user.as_str()).chain(self.ip.as_deref())
-    }
-}
-
-fn ip_text(client: Client) -> String {
-    client.ip.map_or_else(|| "-".into(), |i| i.to_string())
-}
-
-fn audit_row(
-    key: &UserKey,
-    client: Client,
-    now: u64,
-    outcome: &str,
-    mode: Option<AuthMode>,
-) -> AuditRecord {
-    AuditRecord {
-        at: now,
-        event: AuditEvent::Login,
-        tenant: key.tenant.to_string(),
-        username: key.username.to_string(),
-        client_ip: client.ip.map(|i| i.to_string()),
-        outcome: outcome.into(),
-        auth_mode: mode,
-    }
-}
-
-async fn audit_only(
-    app: &App,
-    key: &UserKey,
-    client: Client,
-    now: u64,
-    outcome: &str,
-) -> Result<(), AuthError> {
-    let row = audit_row(key, client, now, outcome, None);
+async fn audit_only(app: &App, row: AuditRecord) -> Result<(), AuthError> {
     super::write(&app.store, move |w| w.append_audit(&row).map(|_| ())).await
 }
 
+/// Verifies against the user's hash, or the dummy hash (same cost, never a match).
+async fn verify(app: &App, a: &Attempt, user: Option<&UserRecord>) -> Result<Verified, AuthError> {
+    Ok(app
+        .hasher
+        .verify(&a.password, user.and_then(|u| u.password_hash.as_deref()))
+        .await?)
+}
+
+/// Counts a failure against the user and the IP (and the offline lockout when `offline`),
+/// writes the audit row, and says whether a ban started.
 async fn fail(
     app: &App,
-    key: &UserKey,
-    client: Client,
-    now: u64,
-    subjects: Subjects,
-) -> Result<FailureOutcome, AuthError> {
-    let row = audit_row(key, client, now, "invalid_credentials", None);
-    let cfg = app.config.regulation.clone();
-    super::write(&app.store, move |w| {
-        let mut retry_after = None;
-        let limits = [
-            (Some(subjects.user), cfg.max_retries),
-            (subjects.ip, cfg.max_retries_per_ip),
-        ];
-        for (subject, limit) in limits {
-            let Some(subject) = subject else { continue };
+    a: &Attempt,
+    outcome: &str,
+    offline: bool,
+) -> Result<AuthError, AuthError> {
+    let reg = app.config.regulation.clone();
+    let off = &app.config.auth.offline;
+    let offline_cfg = RegulationConfig {
+        ban_time: off.failed_login_delay,
+        ..reg.clone()
+    };
+    let mut subjects = vec![(a.user_subject.clone(), reg.max_retries, reg.clone())];
+    if let Some(ip) = &a.ip_subject {
+        subjects.push((ip.clone(), reg.max_retries_per_ip, reg.clone()));
+    }
+    if offline {
+        subjects.push((a.offline_subject(), off.failed_login_attempts, offline_cfg));
+    }
+    let row = a.audit(outcome, None);
+    let now = a.now;
+    let retry = super::write(&app.store, move |w| {
+        let mut retry = None;
+        for (subject, limit, cfg) in subjects {
             let s = after_failure(w.strikes(&subject)?, now, limit, &cfg);
-            if let Some(secs) = banned_for(Some(&s), now) {
-                retry_after = Some(retry_after.unwrap_or(0u64).max(secs));
-            }
+            retry = retry.max(banned_for(Some(&s), now));
             w.put_strikes(&subject, &s)?;
         }
         w.append_audit(&row)?;
-        Ok(FailureOutcome { retry_after })
+        Ok(retry)
     })
-    .await
+    .await?;
+    log::debug!(
+        "login failed user={} tenant={} outcome={outcome}",
+        a.key.username,
+        a.key.tenant
+    );
+    Ok(match retry {
+        Some(retry_after) => AuthError::TooManyAttempts { retry_after },
+        None => AuthError::InvalidCredentials,
+    })
 }
 
-async fn succeed(
-    app: &App,
-    mut user: UserRecord,
-    client: Client,
-    now: u64,
-    rehash: Option<String>,
-    subjects: Subjects,
+/// Local users, or no Keycloak: the local hash is the whole truth.
+async fn local_login(
+    app: &Arc<App>,
+    a: &Attempt,
+    user: Option<UserRecord>,
 ) -> Result<LoginOk, AuthError> {
-    let mode = AuthMode::Local;
+    let verified = verify(app, a, user.as_ref()).await?;
+    let matched = verified != Verified::NoMatch;
+    match user {
+        Some(u) if matched && u.enabled => {
+            let rehash = if verified == Verified::MatchNeedsRehash {
+                app.hasher.hash(&a.password).await.ok()
+            } else {
+                None
+            };
+            let mut u = u;
+            let changed = rehash.is_some();
+            if let Some(phc) = rehash {
+                u.password_hash = Some(phc);
+                u.updated_at = a.now;
+            }
+            succeed(app, a, u, changed, AuthMode::Local, None, None).await
+        }
+        Some(_) if matched => {
+            audit_only(app, a.audit("account_disabled", None)).await?;
+            Err(AuthError::AccountDisabled)
+        }
+        _ => Err(fail(app, a, "invalid_credentials", false).await?),
+    }
+}
+
+/// Writes the session, the audit row and the user changes in one transaction.
+async fn succeed(
+    app: &Arc<App>,
+    a: &Attempt,
+    user: UserRecord,
+    user_changed: bool,
+    mode: AuthMode,
+    tokens: Option<SealedTokens>,
+    warning: Option<String>,
+) -> Result<LoginOk, AuthError> {
     let session_id = SessionId::generate();
     let digest = session_id.digest();
-    let session = new_session(app, &user, mode, now);
-    let row = audit_row(&user.key(), client, now, "ok", Some(mode));
-    let rehashed = rehash.is_some();
-    if let Some(phc) = rehash {
-        user.password_hash = Some(phc);
-        user.updated_at = now;
-    }
-    let (s, u) = (session.clone(), user.clone());
+    let mut session = new_session(app, &user, mode, a.now);
+    session.keycloak = tokens;
+    let row = a.audit("ok", Some(mode));
+    let (s, u, subjects) = (
+        session.clone(),
+        user.clone(),
+        [a.user_subject.clone(), a.offline_subject()],
+    );
     super::write(&app.store, move |w| {
+        if user_changed {
+            w.put_user(&u)?;
+        }
         w.insert_session(&digest, &s)?;
         w.append_audit(&row)?;
-        w.clear_strikes(&subjects.user)?;
-        if rehashed {
-            w.put_user(&u)?;
+        for subject in &subjects {
+            w.clear_strikes(subject)?;
         }
         Ok(())
     })
     .await?;
-    app.metrics.login("ok", Some(mode));
-    log::debug!(
-        "login ok user={} tenant={} auth_mode={} ip={}",
-        user.username,
-        user.tenant,
-        mode,
-        ip_text(client)
-    );
     Ok(LoginOk {
         session_id,
         session,
         user,
-        warning: None,
+        warning,
     })
+}
+
+/// Seals a token set for storage in a session (AAD: the user key).
+pub fn seal_tokens(app: &App, key: &UserKey, tokens: &TokenSet, now: u64) -> SealedTokens {
+    let plain = serde_json::to_vec(tokens).unwrap_or_default();
+    let sealed = app.sealer.seal(&plain, key.store_key().as_bytes());
+    SealedTokens {
+        sealed_hex: sealed.iter().map(|b| format!("{b:02x}")).collect(),
+        access_expires_at: now.saturating_add(tokens.expires_in),
+        refresh_expires_at: now.saturating_add(tokens.refresh_expires_in),
+        renewed_at: now,
+    }
+}
+
+/// Opens sealed tokens; `None` when they cannot be read (damaged, or another key).
+pub fn open_tokens(app: &App, key: &UserKey, sealed: &SealedTokens) -> Option<TokenSet> {
+    let bytes: Option<Vec<u8>> = (0..sealed.sealed_hex.len())
+        .step_by(2)
+        .map(|i| {
+            sealed
+                .sealed_hex
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    let plain = app.sealer.open(&bytes?, key.store_key().as_bytes()).ok()?;
+    serde_json::from_slice(&plain).ok()
+}
+
+async fn password_grant(
+    app: &App,
+    kc: &Keycloak,
+    tier: &Arc<Tier>,
+    a: &Attempt,
+) -> Outcome<TokenSet> {
+    let (t, username, password) = (tier.clone(), a.key.username.to_string(), a.password.clone());
+    kc.call(&app.metrics, "password_grant", move || {
+        t.client
+            .password_grant(&t.endpoints(), &username, &password)
+    })
+    .await
+}
+
+async fn online_first(
+    app: &Arc<App>,
+    kc: &Arc<Keycloak>,
+    a: &Attempt,
+    user: Option<UserRecord>,
+) -> Result<LoginOk, AuthError> {
+    let tier = kc.tier(&a.key.tenant);
+    match password_grant(app, kc, &tier, a).await {
+        Outcome::Ok(tokens) => online_success(app, &tier, a, user, tokens).await,
+        Outcome::Rejected(r) => online_rejected(app, a, user, r).await,
+        Outcome::Unavailable(u) => offline_login(app, a, user, u).await,
+    }
+}
+
+/// Keycloak said yes: capture the hash, roles and groups; seal the tokens.
+async fn online_success(
+    app: &Arc<App>,
+    tier: &Arc<Tier>,
+    a: &Attempt,
+    user: Option<UserRecord>,
+    tokens: TokenSet,
+) -> Result<LoginOk, AuthError> {
+    let (t, store, metrics, access) = (
+        tier.clone(),
+        app.store.clone(),
+        app.metrics.clone(),
+        tokens.access_token.clone(),
+    );
+    let claims = tokio::task::spawn_blocking(move || {
+        t.claims_from_token_endpoint(&store, &metrics, &access)
+    })
+    .await
+    .map_err(|e| AuthError::Internal(e.to_string()))?;
+    let claims = match claims {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn!(
+                "Keycloak's access token for {} could not be read ({e}); keeping the local roles",
+                a.key
+            );
+            None
+        }
+    };
+    // Capture the hash for offline use: reuse the stored one when it still matches (no write
+    // amplification), else hash anew. Either way one argon2 operation.
+    let stored_matches = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
+        Some(phc) => app.hasher.verify(&a.password, Some(phc)).await? == Verified::Match,
+        None => false,
+    };
+    let phc = if stored_matches {
+        user.as_ref().and_then(|u| u.password_hash.clone())
+    } else {
+        Some(app.hasher.hash(&a.password).await?)
+    };
+    let client_id = tier.client.settings().client_id.clone();
+    let mut u = user.unwrap_or_else(|| UserRecord {
+        tenant: a.key.tenant.clone(),
+        username: a.key.username.clone(),
+        source: Source::Keycloak,
+        password_hash: None,
+        roles: Vec::new(),
+        groups: Vec::new(),
+        enabled: true,
+        created_at: a.now,
+        updated_at: a.now,
+        last_online_auth: None,
+        tokens_at: None,
+    });
+    u.password_hash = phc;
+    u.enabled = true;
+    if let Some(c) = &claims {
+        u.roles = c.roles(&client_id);
+        u.groups = c.group_list();
+    }
+    u.last_online_auth = Some(a.now);
+    u.updated_at = a.now;
+    let sealed = app
+        .config
+        .keycloak
+        .resilience
+        .cache_tokens
+        .then(|| seal_tokens(app, &a.key, &tokens, a.now));
+    if sealed.is_some() {
+        u.tokens_at = Some(a.now);
+    }
+    succeed(app, a, u, true, AuthMode::Keycloak, sealed, None).await
+}
+
+/// Keycloak said no. Never a fallback (design rule 1).
+async fn online_rejected(
+    app: &Arc<App>,
+    a: &Attempt,
+    user: Option<UserRecord>,
+    r: Rejection,
+) -> Result<LoginOk, AuthError> {
+    match r {
+        Rejection::AccountDisabled => {
+            // Disabled centrally: disabled here too, and every session ends.
+            let (key, now, row) = (a.key.clone(), a.now, a.audit("account_disabled", None));
+            super::write(&app.store, move |w| {
+                if let Some(mut u) = w.user(&key)? {
+                    u.enabled = false;
+                    u.updated_at = now;
+                    w.put_user(&u)?;
+                    w.revoke_user_sessions(&key, RevokeReason::KeycloakRejected, now, None)?;
+                }
+                w.append_audit(&row)?;
+                Ok(())
+            })
+            .await?;
+            Err(AuthError::AccountDisabled)
+        }
+        Rejection::InvalidCredentials => {
+            // Keycloak is the source of truth: a local hash that still accepts this password is
+            // from before a central change, so it goes. Verifying costs what the dummy costs.
+            if verify(app, a, user.as_ref()).await? != Verified::NoMatch {
+                let (key, now) = (a.key.clone(), a.now);
+                super::write(&app.store, move |w| {
+                    if let Some(mut u) = w.user(&key)? {
+                        u.password_hash = None;
+                        u.updated_at = now;
+                        w.put_user(&u)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                log::info!(
+                    "the cached password of {} no longer matches Keycloak's; cleared",
+                    a.key
+                );
+            }
+            Err(fail(app, a, "invalid_credentials", false).await?)
+        }
+        other => {
+            log::info!("Keycloak refused the login of {}: {other}", a.key);
+            audit_only(app, a.audit("keycloak_rejected", None)).await?;
+            Err(AuthError::InvalidCredentials)
+        }
+    }
+}
+
+/// Keycloak cannot be asked: the local hash, within the offline limits.
+async fn offline_login(
+    app: &Arc<App>,
+    a: &Attempt,
+    user: Option<UserRecord>,
+    why: Unavailable,
+) -> Result<LoginOk, AuthError> {
+    app.metrics.fallback();
+    let off = &app.config.auth.offline;
+    if !off.allow || !app.config.degraded.allow_login {
+        audit_only(app, a.audit("offline_login_not_allowed", None)).await?;
+        return Err(AuthError::OfflineLoginNotAllowed);
+    }
+    let locked = app
+        .store
+        .read(|r| Ok(banned_for(r.strikes(&a.offline_subject())?.as_ref(), a.now)))?;
+    if let Some(retry_after) = locked {
+        audit_only(app, a.audit("offline_locked_out", None)).await?;
+        return Err(AuthError::TooManyAttempts { retry_after });
+    }
+    let verified = verify(app, a, user.as_ref()).await?;
+    let Some(u) = user.filter(|_| verified != Verified::NoMatch) else {
+        return Err(fail(app, a, "invalid_credentials", true).await?);
+    };
+    if !u.enabled {
+        audit_only(app, a.audit("account_disabled", None)).await?;
+        return Err(AuthError::AccountDisabled);
+    }
+    let window = off.credentials_expiration.as_secs();
+    if u.last_online_auth
+        .is_none_or(|t| a.now.saturating_sub(t) > window)
+    {
+        audit_only(app, a.audit("offline_login_expired", None)).await?;
+        return Err(AuthError::OfflineLoginExpired);
+    }
+    let grace = app.config.keycloak.resilience.token_grace_period.as_secs();
+    let mode = if u
+        .tokens_at
+        .is_some_and(|t| a.now.saturating_sub(t) <= grace)
+    {
+        AuthMode::Cached
+    } else {
+        AuthMode::Local
+    };
+    log::info!(
+        "offline login of {} ({mode}): Keycloak unavailable ({why})",
+        a.key
+    );
+    let warning =
+        Some("Keycloak is unreachable; signed in from this site's cached credentials".to_owned());
+    succeed(app, a, u, false, mode, None, warning).await
+}
+
+/// `local-first`: the local hash answers now; Keycloak confirms in the background.
+async fn local_first(
+    app: &Arc<App>,
+    kc: &Arc<Keycloak>,
+    a: &Attempt,
+    user: Option<UserRecord>,
+) -> Result<LoginOk, AuthError> {
+    if kc.status() == KeycloakStatus::Offline {
+        let why = Unavailable::new(
+            crate::keycloak::outcome::UnavailableKind::CircuitOpen,
+            "Keycloak is offline",
+        );
+        return offline_login(app, a, user, why).await;
+    }
+    let local_ok = match user.as_ref() {
+        Some(u) if u.enabled && u.password_hash.is_some() => {
+            verify(app, a, Some(u)).await? != Verified::NoMatch
+        }
+        _ => false,
+    };
+    let (Some(u), true) = (user.clone(), local_ok) else {
+        // Nothing local to answer from (first login, or a changed password): ask Keycloak.
+        return online_first(app, kc, a, user).await;
+    };
+    let ok = succeed(app, a, u, false, AuthMode::Local, None, None).await?;
+    let (app2, kc2, digest) = (app.clone(), kc.clone(), ok.session_id.digest());
+    let attempt = Attempt {
+        key: a.key.clone(),
+        password: a.password.clone(),
+        client: a.client,
+        now: a.now,
+        user_subject: a.user_subject.clone(),
+        ip_subject: a.ip_subject.clone(),
+    };
+    tokio::spawn(async move { confirm_in_background(app2, kc2, attempt, digest).await });
+    Ok(ok)
+}
+
+async fn confirm_in_background(
+    app: Arc<App>,
+    kc: Arc<Keycloak>,
+    a: Attempt,
+    digest: crate::crypto::SessionDigest,
+) {
+    let tier = kc.tier(&a.key.tenant);
+    let outcome = password_grant(&app, &kc, &tier, &a).await;
+    let now = app.clock.now();
+    let result = match outcome {
+        Outcome::Ok(tokens) => {
+            let sealed = app
+                .config
+                .keycloak
+                .resilience
+                .cache_tokens
+                .then(|| seal_tokens(&app, &a.key, &tokens, now));
+            let key = a.key.clone();
+            super::write(&app.store, move |w| {
+                if let Some(mut s) = w.session(&digest)? {
+                    s.auth_mode = AuthMode::Keycloak;
+                    s.keycloak = sealed.clone();
+                    w.insert_session(&digest, &s)?;
+                }
+                if let Some(mut u) = w.user(&key)? {
+                    u.last_online_auth = Some(now);
+                    if sealed.is_some() {
+                        u.tokens_at = Some(now);
+                    }
+                    w.put_user(&u)?;
+                }
+                Ok(())
+            })
+            .await
+        }
+        Outcome::Rejected(r) => {
+            log::info!(
+                "Keycloak rejected the local-first login of {} ({r}); revoking its session",
+                a.key
+            );
+            let (key, disabled) = (a.key.clone(), r == Rejection::AccountDisabled);
+            super::write(&app.store, move |w| {
+                w.revoke_session(&digest, RevokeReason::KeycloakRejected, now)?;
+                if let Some(mut u) = w.user(&key)? {
+                    if disabled {
+                        u.enabled = false;
+                    } else {
+                        u.password_hash = None;
+                    }
+                    u.updated_at = now;
+                    w.put_user(&u)?;
+                }
+                Ok(())
+            })
+            .await
+        }
+        Outcome::Unavailable(_) => Ok(()),
+    };
+    if let Err(e) = result {
+        log::error!("background confirmation of {} failed: {e}", a.key);
+    }
 }

@@ -28,6 +28,12 @@ pub enum AuthError {
     Overloaded,
     #[error("{0}")]
     WeakPassword(String),
+    #[error(
+        "Keycloak is unreachable and this account has not signed in online recently enough to be let in offline"
+    )]
+    OfflineLoginExpired,
+    #[error("Keycloak is unreachable and offline logins are not allowed at this site")]
+    OfflineLoginNotAllowed,
     /// The action needs Keycloak and the current mode or policy forbids it.
     #[error("{0}")]
     DegradedModeForbidden(String),

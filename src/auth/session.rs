@@ -10,6 +10,7 @@ use super::{AuthError, Client};
 use crate::app::App;
 use crate::crypto::{SessionDigest, SessionId};
 use crate::domain::AuthMode;
+use crate::resilience::monitor::KeycloakStatus;
 use crate::store::StoreError;
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::{RevokeReason, SessionRecord};
@@ -44,6 +45,9 @@ pub struct ValidSession {
     pub user: UserRecord,
     /// When it ends unless used again (the earlier of TTL and idle timeout).
     pub ends_at: u64,
+    /// How it is served now: a `keycloak` session is `cached` while Keycloak is unreachable.
+    pub mode: AuthMode,
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +146,7 @@ pub fn new_session(app: &App, user: &UserRecord, auth_mode: AuthMode, now: u64) 
         expires_at: now.saturating_add(app.config.auth.session_ttl.as_secs()),
         revoked_at: None,
         revoked_reason: None,
+        keycloak: None,
     }
 }
 
@@ -176,6 +181,30 @@ pub fn validate(app: &App, token: &str) -> Result<SessionCheck, StoreError> {
     let Some(user) = user.filter(|u| u.enabled) else {
         return Ok(SessionCheck::Invalid(InvalidReason::Revoked));
     };
+    let offline = session.auth_mode == AuthMode::Keycloak
+        && app
+            .keycloak
+            .as_ref()
+            .is_some_and(|k| k.status() == KeycloakStatus::Offline);
+    let (mode, warning) = if offline {
+        // Served from the cache, for at most token_grace_period after the tokens were renewed.
+        let grace = app.config.keycloak.resilience.token_grace_period.as_secs();
+        let renewed = session
+            .keycloak
+            .as_ref()
+            .map_or(session.created_at, |t| t.renewed_at);
+        if now.saturating_sub(renewed) > grace {
+            return Ok(SessionCheck::Invalid(InvalidReason::SessionExpired));
+        }
+        (
+            AuthMode::Cached,
+            Some(
+                "Keycloak is unreachable; this session is served from the site's cache".to_owned(),
+            ),
+        )
+    } else {
+        (session.auth_mode, None)
+    };
     app.activity.touch(&digest, now);
     let ends_at = session.ends_at(now, idle);
     Ok(SessionCheck::Valid(Box::new(ValidSession {
@@ -183,6 +212,8 @@ pub fn validate(app: &App, token: &str) -> Result<SessionCheck, StoreError> {
         session,
         user,
         ends_at,
+        mode,
+        warning,
     })))
 }
 
@@ -215,8 +246,42 @@ pub async fn logout(app: &App, token: Option<&str>, client: Client) -> Result<()
     app.activity.forget(&digest);
     if let Some(s) = revoked {
         log::debug!("logout user={} tenant={}", s.username, s.tenant);
+        end_keycloak_session(app, &s);
     }
     Ok(())
+}
+
+/// Ends the Keycloak session behind a site session, in the background (the user's logout is
+/// already committed and answered). Skipped while Keycloak is unreachable.
+pub fn end_keycloak_session(app: &App, s: &SessionRecord) {
+    let (Some(kc), Some(sealed)) = (app.keycloak.clone(), s.keycloak.as_ref()) else {
+        return;
+    };
+    if kc.status() == KeycloakStatus::Offline {
+        return;
+    }
+    let key = s.user_key();
+    let Some(tokens) = super::login::open_tokens(app, &key, sealed) else {
+        return;
+    };
+    let Some(refresh) = tokens.refresh_token else {
+        return;
+    };
+    let metrics = app.metrics.clone();
+    tokio::spawn(async move {
+        let tier = kc.tier(&key.tenant);
+        let out = kc
+            .call(&metrics, "logout", move || {
+                tier.client.logout(&tier.endpoints(), &refresh)
+            })
+            .await;
+        match out {
+            crate::keycloak::outcome::Outcome::Ok(()) => {
+                log::debug!("Keycloak session of {key} ended")
+            }
+            other => log::info!("Keycloak logout of {key} did not complete: {other:?}"),
+        }
+    });
 }
 
 #[cfg(test)]

@@ -50,11 +50,9 @@ fn user_json(u: &UserRecord) -> Value {
 }
 
 fn keycloak_status(app: &App) -> &'static str {
-    if app.config.keycloak.enabled() {
-        "offline"
-    } else {
-        "disabled"
-    }
+    app.keycloak
+        .as_ref()
+        .map_or("disabled", |k| k.status().as_str())
 }
 
 fn with_note(mut res: Response, note: String) -> Response {
@@ -139,9 +137,10 @@ pub async fn session(
             app.metrics.validation("valid");
             let body = json!({
                 "valid": true,
-                "mode": v.session.auth_mode,
+                "mode": v.mode,
                 "expires_at": rfc3339(v.ends_at),
                 "user": user_json(&v.user),
+                "warning": v.warning,
             });
             (StatusCode::OK, Json(body)).into_response()
         }

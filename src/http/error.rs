@@ -44,6 +44,10 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             AuthError::WeakPassword(_) => (StatusCode::BAD_REQUEST, "weak_password"),
+            AuthError::OfflineLoginExpired => (StatusCode::FORBIDDEN, "offline_login_expired"),
+            AuthError::OfflineLoginNotAllowed => {
+                (StatusCode::FORBIDDEN, "offline_login_not_allowed")
+            }
             AuthError::DegradedModeForbidden(_) => {
                 (StatusCode::FORBIDDEN, "degraded_mode_forbidden")
             }

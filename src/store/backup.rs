@@ -13,7 +13,7 @@ use super::regulation::Strikes;
 use super::sessions::SessionRecord;
 use super::users::UserRecord;
 use super::{
-    AUDIT, META, REGULATION, Result, SESSIONS, Store, StoreError, USER_SESSIONS, USERS, decode,
+    AUDIT, KV, META, REGULATION, Result, SESSIONS, Store, StoreError, USER_SESSIONS, USERS, decode,
 };
 
 /// Rows per table, as `db check` reports them.
@@ -58,6 +58,7 @@ impl Store {
             let src = self.db_begin_read()?;
             let dst = out.begin_write()?;
             copy_table(&src, &dst, META)?;
+            copy_table(&src, &dst, KV)?;
             let report = CheckReport {
                 users: copy_table(&src, &dst, USERS)?,
                 sessions: copy_table(&src, &dst, SESSIONS)?,
@@ -146,6 +147,7 @@ mod tests {
                     expires_at: 9,
                     revoked_at: None,
                     revoked_reason: None,
+                    keycloak: None,
                 },
             )
         })

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod kv;
 pub mod meta;
 pub mod regulation;
 pub mod sessions;
@@ -30,6 +31,8 @@ pub(crate) const USER_SESSIONS: MultimapTableDefinition<&str, &[u8]> =
     MultimapTableDefinition::new("user_sessions");
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub(crate) const REGULATION: TableDefinition<&str, &[u8]> = TableDefinition::new("regulation");
+/// Cached documents from Keycloak (discovery, JWKS), so a cold start during an outage serves.
+pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -189,6 +192,7 @@ impl Store {
             w.tx.open_multimap_table(USER_SESSIONS)?;
             w.tx.open_table(AUDIT)?;
             w.tx.open_table(REGULATION)?;
+            w.tx.open_table(KV)?;
             Ok(())
         })
         .map_err(|e| match e {

@@ -33,6 +33,19 @@ pub struct SessionRecord {
     pub revoked_at: Option<u64>,
     #[serde(default)]
     pub revoked_reason: Option<RevokeReason>,
+    /// The user's Keycloak tokens for this session, sealed (design rule 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keycloak: Option<SealedTokens>,
+}
+
+/// Keycloak tokens of a session, sealed with the appliance key (the hex is the AEAD output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedTokens {
+    pub sealed_hex: String,
+    pub access_expires_at: u64,
+    pub refresh_expires_at: u64,
+    /// When the tokens were obtained or last refreshed.
+    pub renewed_at: u64,
 }
 
 impl SessionRecord {
@@ -55,6 +68,8 @@ pub struct SessionCounts {
     pub local: u64,
     /// Active sessions that end within the "soon" window given to [`ReadTx::session_counts`].
     pub expiring_soon: u64,
+    /// Of those, the ones whose user holds Keycloak tokens (cached or keycloak sessions).
+    pub cached_expiring_soon: u64,
 }
 
 fn hex_key(d: &[u8]) -> String {
@@ -95,6 +110,9 @@ impl ReadTx {
             }
             if ends <= now.saturating_add(soon) {
                 c.expiring_soon += 1;
+                if s.auth_mode != AuthMode::Local {
+                    c.cached_expiring_soon += 1;
+                }
             }
         }
         Ok(c)
@@ -273,6 +291,7 @@ mod tests {
             expires_at,
             revoked_at: None,
             revoked_reason: None,
+            keycloak: None,
         }
     }
 

@@ -23,6 +23,9 @@ pub struct UserRecord {
     /// Last successful online (Keycloak) verification: bounds offline logins.
     #[serde(default)]
     pub last_online_auth: Option<u64>,
+    /// When Keycloak tokens were last obtained or refreshed for this user (auth_mode `cached`).
+    #[serde(default)]
+    pub tokens_at: Option<u64>,
 }
 
 impl UserRecord {
@@ -105,6 +108,7 @@ pub(crate) fn sample(name: &str) -> UserRecord {
         created_at: 1,
         updated_at: 1,
         last_online_auth: None,
+        tokens_at: None,
     }
 }
 

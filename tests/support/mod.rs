@@ -1,6 +1,7 @@
 //! Test support: runs the real `edgeauth` binary in a temp dir on a free loopback port, with a
 //! config the test chooses, and talks to it over HTTP (ureq) and through the CLI.
 #![allow(dead_code)]
+pub mod fake_keycloak;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -1,0 +1,371 @@
+//! The HTTP client for one Keycloak realm and client: ureq with rustls (ring), the configured
+//! CA, proxy and timeouts. Every method is blocking (run it on the blocking pool) and ends in an
+//! [`Outcome`]; transport failures are classified here and nowhere else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::outcome::{Outcome, Unavailable, UnavailableKind, classify_error};
+use crate::crypto::Secret;
+
+/// What a client is configured with (from `[keycloak]`, or a `[tenants.NAME]` override).
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub server: String,
+    pub realm: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub health_url: Option<String>,
+    pub ca_pem: Option<Vec<u8>>,
+    pub proxy: Option<String>,
+    pub request_timeout: Duration,
+    pub health_timeout: Duration,
+}
+
+/// The endpoints edgeauth uses; from discovery when known, else Keycloak's fixed layout.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Endpoints {
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+}
+
+impl Endpoints {
+    pub fn conventional(server: &str, realm: &str) -> Self {
+        let issuer = format!("{}/realms/{realm}", server.trim_end_matches('/'));
+        Endpoints {
+            token_endpoint: format!("{issuer}/protocol/openid-connect/token"),
+            jwks_uri: format!("{issuer}/protocol/openid-connect/certs"),
+            end_session_endpoint: Some(format!("{issuer}/protocol/openid-connect/logout")),
+            revocation_endpoint: Some(format!("{issuer}/protocol/openid-connect/revoke")),
+            issuer,
+        }
+    }
+}
+
+/// A token endpoint answer. Never logged (it holds bearer tokens).
+#[derive(Clone, Deserialize, serde::Serialize)]
+pub struct TokenSet {
+    pub access_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: u64,
+    #[serde(default)]
+    pub refresh_expires_in: u64,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct KeycloakClient {
+    settings: Arc<ClientSettings>,
+    agent: ureq::Agent,
+    health_agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for KeycloakClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeycloakClient")
+            .field("server", &self.settings.server)
+            .field("realm", &self.settings.realm)
+            .field("client_id", &self.settings.client_id)
+            .finish()
+    }
+}
+
+/// Longest body read from Keycloak (a JWKS or token answer is a few KiB).
+const MAX_BODY: u64 = 1 << 20;
+
+fn agent(s: &ClientSettings, timeout: Duration) -> Result<ureq::Agent, String> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(pem) = &s.ca_pem {
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c.to_owned())),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("keycloak.ca_file: {e}"))?;
+        if certs.is_empty() {
+            return Err("keycloak.ca_file holds no PEM certificate".into());
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
+    }
+    let mut cfg = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout))
+        .max_redirects(0)
+        .user_agent(concat!("edgeauth/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls.build());
+    if let Some(p) = &s.proxy {
+        cfg = cfg.proxy(Some(
+            ureq::Proxy::new(p).map_err(|e| format!("keycloak.proxy: {e}"))?,
+        ));
+    }
+    Ok(cfg.build().into())
+}
+
+fn transport(e: ureq::Error) -> Unavailable {
+    use ureq::Error as E;
+    let kind = match &e {
+        E::Timeout(_) => UnavailableKind::Timeout,
+        E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => UnavailableKind::Tls,
+        E::Io(io)
+            if io.kind() == std::io::ErrorKind::TimedOut
+                || io.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            UnavailableKind::Timeout
+        }
+        E::Io(_) | E::HostNotFound | E::ConnectionFailed | E::ConnectProxyFailed(_) => {
+            UnavailableKind::Connect
+        }
+        E::Protocol(_) | E::BodyExceedsLimit(_) | E::LargeResponseHeader(..) | E::Json(_) => {
+            UnavailableKind::Garbage
+        }
+        E::BadUri(_) | E::InvalidProxyUrl => UnavailableKind::Misconfigured,
+        _ => UnavailableKind::Connect,
+    };
+    Unavailable::new(kind, e.to_string())
+}
+
+fn basic_auth(id: &str, secret: &str) -> String {
+    // RFC 6749 §2.3.1: form-urlencode both parts before base64.
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    format!(
+        "Basic {}",
+        crate::crypto::b64_padded(format!("{}:{}", enc(id), enc(secret)).as_bytes())
+    )
+}
+
+impl KeycloakClient {
+    pub fn new(settings: ClientSettings) -> Result<Self, String> {
+        let agent = agent(&settings, settings.request_timeout)?;
+        let health_agent = agent_for_health(&settings)?;
+        Ok(KeycloakClient {
+            settings: Arc::new(settings),
+            agent,
+            health_agent,
+        })
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    pub fn discovery_url(&self) -> String {
+        format!(
+            "{}/realms/{}/.well-known/openid-configuration",
+            self.settings.server.trim_end_matches('/'),
+            self.settings.realm
+        )
+    }
+
+    fn read_json<T: DeserializeOwned>(res: ureq::http::Response<ureq::Body>) -> Outcome<T> {
+        let status = res.status().as_u16();
+        let mut body = res.into_body();
+        let text = match body.with_config().limit(MAX_BODY).read_to_string() {
+            Ok(t) => t,
+            Err(e) => return Outcome::Unavailable(transport(e)),
+        };
+        if (200..300).contains(&status) {
+            return match serde_json::from_str(&text) {
+                Ok(v) => Outcome::Ok(v),
+                Err(e) => Outcome::Unavailable(Unavailable::new(
+                    UnavailableKind::Garbage,
+                    format!("HTTP {status} with an unreadable body: {e}"),
+                )),
+            };
+        }
+        match classify_error(status, &text) {
+            Ok(r) => Outcome::Rejected(r),
+            Err(u) => Outcome::Unavailable(u),
+        }
+    }
+
+    /// GET a JSON document (discovery, JWKS) with the request timeout.
+    pub fn get_json<T: DeserializeOwned>(&self, url: &str) -> Outcome<T> {
+        match self
+            .agent
+            .get(url)
+            .header("accept", "application/json")
+            .call()
+        {
+            Ok(res) => Self::read_json(res),
+            Err(e) => Outcome::Unavailable(transport(e)),
+        }
+    }
+
+    fn token_call(&self, endpoint: &str, form: &[(&str, &str)]) -> Outcome<TokenSet> {
+        let auth = basic_auth(
+            &self.settings.client_id,
+            self.settings.client_secret.expose(),
+        );
+        match self
+            .agent
+            .post(endpoint)
+            .header("authorization", auth)
+            .send_form(form.iter().copied())
+        {
+            Ok(res) => Self::read_json(res),
+            Err(e) => Outcome::Unavailable(transport(e)),
+        }
+    }
+
+    /// The resource-owner password grant (the client needs Direct Access Grants).
+    pub fn password_grant(
+        &self,
+        ep: &Endpoints,
+        username: &str,
+        password: &Secret,
+    ) -> Outcome<TokenSet> {
+        self.token_call(
+            &ep.token_endpoint,
+            &[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password.expose()),
+                ("scope", "openid"),
+            ],
+        )
+    }
+
+    pub fn refresh_grant(&self, ep: &Endpoints, refresh_token: &str) -> Outcome<TokenSet> {
+        self.token_call(
+            &ep.token_endpoint,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+    }
+
+    /// Ends the Keycloak session behind `refresh_token` (back-channel logout).
+    pub fn logout(&self, ep: &Endpoints, refresh_token: &str) -> Outcome<()> {
+        let Some(url) = ep.end_session_endpoint.as_deref() else {
+            return Outcome::Ok(());
+        };
+        let auth = basic_auth(
+            &self.settings.client_id,
+            self.settings.client_secret.expose(),
+        );
+        match self
+            .agent
+            .post(url)
+            .header("authorization", auth)
+            .send_form([("refresh_token", refresh_token)])
+        {
+            Ok(res) if res.status().is_success() => Outcome::Ok(()),
+            Ok(res) => match Self::read_json::<serde_json::Value>(res) {
+                Outcome::Ok(_) => Outcome::Ok(()),
+                Outcome::Rejected(r) => Outcome::Rejected(r),
+                Outcome::Unavailable(u) => Outcome::Unavailable(u),
+            },
+            Err(e) => Outcome::Unavailable(transport(e)),
+        }
+    }
+
+    /// The health probe: `health_url` if set, else the discovery document; bounded by
+    /// `health_check_timeout`. Any 2xx is healthy.
+    pub fn probe(&self) -> Outcome<()> {
+        let url = self
+            .settings
+            .health_url
+            .clone()
+            .unwrap_or_else(|| self.discovery_url());
+        match self.health_agent.get(&url).call() {
+            Ok(res) if res.status().is_success() => Outcome::Ok(()),
+            Ok(res) => Outcome::Unavailable(Unavailable::new(
+                if res.status().is_server_error() {
+                    UnavailableKind::Status
+                } else {
+                    UnavailableKind::Misconfigured
+                },
+                format!("{url} answered HTTP {}", res.status().as_u16()),
+            )),
+            Err(e) => Outcome::Unavailable(transport(e)),
+        }
+    }
+}
+
+fn agent_for_health(s: &ClientSettings) -> Result<ureq::Agent, String> {
+    agent(s, s.health_timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_encodes_like_rfc6749() {
+        assert_eq!(
+            basic_auth("edgeauth", "s3cret"),
+            "Basic ZWRnZWF1dGg6czNjcmV0"
+        );
+        // ':' in a secret is form-encoded first.
+        assert_eq!(
+            basic_auth("a", "b:c"),
+            format!("Basic {}", crate::crypto::b64_padded(b"a:b%3Ac"))
+        );
+    }
+
+    #[test]
+    fn conventional_endpoints() {
+        let e = Endpoints::conventional("https://sso.example.org/", "staff");
+        assert_eq!(e.issuer, "https://sso.example.org/realms/staff");
+        assert_eq!(
+            e.token_endpoint,
+            "https://sso.example.org/realms/staff/protocol/openid-connect/token"
+        );
+    }
+
+    #[test]
+    fn refused_port_is_unavailable_connect() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = KeycloakClient::new(ClientSettings {
+            server: format!("http://127.0.0.1:{port}"),
+            realm: "r".into(),
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+            health_url: None,
+            ca_pem: None,
+            proxy: None,
+            request_timeout: Duration::from_millis(500),
+            health_timeout: Duration::from_millis(500),
+        })
+        .unwrap();
+        match c.probe() {
+            Outcome::Unavailable(u) => assert_eq!(u.kind, UnavailableKind::Connect, "{u}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Design rule 1: every call to Keycloak ends in exactly one of Ok, Rejected or Unavailable.
+//! Only Unavailable counts against the circuit breaker and only Unavailable allows the offline
+//! fallback. A misconfigured client (wrong secret, direct grants off) is neither the user's
+//! fault nor an outage: it is [`UnavailableKind::Misconfigured`], which allows the fallback
+//! (the site keeps working) but does not trip the breaker, and raises an operator alert.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<T> {
+    Ok(T),
+    Rejected(Rejection),
+    Unavailable(Unavailable),
+}
+
+/// Keycloak answered, and the answer was no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// `invalid_grant` "Invalid user credentials" (also what a brute-force-locked user gets).
+    InvalidCredentials,
+    /// `invalid_grant` "Account disabled".
+    AccountDisabled,
+    /// A refresh token Keycloak no longer honours (central logout, expiry, disable).
+    SessionNotActive(String),
+    /// Any other 4xx with an OAuth error body.
+    Other {
+        status: u16,
+        error: String,
+        description: String,
+    },
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::InvalidCredentials => f.write_str("invalid user credentials"),
+            Rejection::AccountDisabled => f.write_str("account disabled"),
+            Rejection::SessionNotActive(d) => write!(f, "session not active ({d})"),
+            Rejection::Other {
+                status,
+                error,
+                description,
+            } => write!(f, "{status} {error}: {description}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnavailableKind {
+    /// Connection refused, reset, unreachable, DNS failure.
+    Connect,
+    /// No answer within the timeout (a black hole or an overloaded server).
+    Timeout,
+    Tls,
+    /// A 5xx status.
+    Status,
+    /// An answer that is not what Keycloak sends (not JSON, wrong shape, HTML error page).
+    Garbage,
+    /// The client is misconfigured: `invalid_client`, `unauthorized_client`, unknown realm.
+    Misconfigured,
+    /// The circuit is open: no call was made.
+    CircuitOpen,
+}
+
+impl UnavailableKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnavailableKind::Connect => "connect",
+            UnavailableKind::Timeout => "timeout",
+            UnavailableKind::Tls => "tls",
+            UnavailableKind::Status => "status",
+            UnavailableKind::Garbage => "garbage",
+            UnavailableKind::Misconfigured => "misconfigured",
+            UnavailableKind::CircuitOpen => "circuit_open",
+        }
+    }
+
+    /// Does this failure say Keycloak (or the path to it) is down? Only those trip the breaker.
+    pub fn is_outage(self) -> bool {
+        !matches!(
+            self,
+            UnavailableKind::Misconfigured | UnavailableKind::CircuitOpen
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub kind: UnavailableKind,
+    pub detail: String,
+}
+
+impl Unavailable {
+    pub fn new(kind: UnavailableKind, detail: impl Into<String>) -> Self {
+        Unavailable {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.detail)
+    }
+}
+
+/// Maps a non-2xx OAuth error answer to Rejected or Unavailable (Keycloak's real bodies).
+pub fn classify_error(status: u16, body: &str) -> ErrorClass {
+    if status >= 500 {
+        return Err(Unavailable::new(
+            UnavailableKind::Status,
+            format!("HTTP {status}"),
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct OAuthError {
+        error: String,
+        #[serde(default)]
+        error_description: String,
+    }
+    let Ok(e) = serde_json::from_str::<OAuthError>(body) else {
+        // 404 for an unknown realm, a proxy's HTML page...: not Keycloak's OAuth answer.
+        let kind = if status == 404 {
+            UnavailableKind::Misconfigured
+        } else {
+            UnavailableKind::Garbage
+        };
+        return Err(Unavailable::new(
+            kind,
+            format!("HTTP {status} without an OAuth error body"),
+        ));
+    };
+    let desc = e.error_description.to_ascii_lowercase();
+    match e.error.as_str() {
+        "invalid_client" | "unauthorized_client" | "unsupported_grant_type" | "invalid_scope" => {
+            Err(Unavailable::new(
+                UnavailableKind::Misconfigured,
+                format!("{}: {}", e.error, e.error_description),
+            ))
+        }
+        "invalid_grant" if desc.contains("disabled") => Ok(Rejection::AccountDisabled),
+        "invalid_grant" if desc.contains("invalid user credentials") => {
+            Ok(Rejection::InvalidCredentials)
+        }
+        "invalid_grant"
+            if desc.contains("not active")
+                || desc.contains("invalid refresh token")
+                || desc.contains("expired") =>
+        {
+            Ok(Rejection::SessionNotActive(e.error_description))
+        }
+        _ => Ok(Rejection::Other {
+            status,
+            error: e.error,
+            description: e.error_description,
+        }),
+    }
+}
+
+pub type ErrorClass = Result<Rejection, Unavailable>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keycloak_bodies() {
+        let c = |s, b: &str| classify_error(s, b);
+        assert_eq!(
+            c(
+                401,
+                r#"{"error":"invalid_grant","error_description":"Invalid user credentials"}"#
+            ),
+            Ok(Rejection::InvalidCredentials)
+        );
+        assert_eq!(
+            c(
+                400,
+                r#"{"error":"invalid_grant","error_description":"Account disabled"}"#
+            ),
+            Ok(Rejection::AccountDisabled)
+        );
+        assert!(matches!(
+            c(
+                400,
+                r#"{"error":"invalid_grant","error_description":"Session not active"}"#
+            ),
+            Ok(Rejection::SessionNotActive(_))
+        ));
+        for body in [
+            r#"{"error":"invalid_client","error_description":"Invalid client or Invalid client credentials"}"#,
+            r#"{"error":"unauthorized_client","error_description":"Client not allowed for direct access grants"}"#,
+        ] {
+            assert_eq!(
+                c(401, body).unwrap_err().kind,
+                UnavailableKind::Misconfigured
+            );
+        }
+        assert_eq!(c(503, "").unwrap_err().kind, UnavailableKind::Status);
+        assert_eq!(c(400, "<html>").unwrap_err().kind, UnavailableKind::Garbage);
+        assert_eq!(
+            c(404, "Not Found").unwrap_err().kind,
+            UnavailableKind::Misconfigured
+        );
+        assert!(!UnavailableKind::Misconfigured.is_outage());
+        assert!(UnavailableKind::Timeout.is_outage());
+    }
+}

@@ -1,0 +1,290 @@
+//! Health of Keycloak as the background monitor sees it, the appliance `mode` derived from it
+//! and the breaker, and the monitor task itself.
+//!
+//! The monitor probes `health_url` (or the discovery document) every `health_check_interval`
+//! with `health_check_timeout`. While Keycloak is unreachable it retries sooner, with capped
+//! exponential backoff (1 s, 2 s, 4 s ... up to the interval) and ±25 % jitter, so a return is
+//! noticed quickly without a thundering herd of sites. Its failures count against the breaker
+//! like a login's; its success after the cooldown is the half-open trial that closes it. It
+//! never runs inside a login (design rule 2).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::breaker::{BreakerView, CircuitState};
+
+/// keycloak_status (design §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeycloakStatus {
+    Online,
+    Offline,
+    Degraded,
+    Disabled,
+}
+
+impl KeycloakStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeycloakStatus::Online => "online",
+            KeycloakStatus::Offline => "offline",
+            KeycloakStatus::Degraded => "degraded",
+            KeycloakStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn mode(self) -> Mode {
+        match self {
+            KeycloakStatus::Online | KeycloakStatus::Disabled => Mode::Normal,
+            KeycloakStatus::Degraded => Mode::Degraded,
+            KeycloakStatus::Offline => Mode::Offline,
+        }
+    }
+}
+
+/// The appliance's mode (design §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Normal,
+    Degraded,
+    Offline,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Degraded => "degraded",
+            Mode::Offline => "offline",
+        }
+    }
+}
+
+/// What the monitor has learned. Times are Unix seconds from the store's clock.
+#[derive(Debug, Clone, Default)]
+pub struct HealthView {
+    /// None until the first probe has finished.
+    pub reachable: Option<bool>,
+    pub last_check: Option<u64>,
+    pub last_success: Option<u64>,
+    pub offline_since: Option<u64>,
+    pub last_error: Option<String>,
+    /// The client is misconfigured (invalid_client, unknown realm): an operator alert.
+    pub misconfigured: Option<String>,
+    pub consecutive_failures: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Health {
+    inner: Mutex<HealthView>,
+}
+
+impl Health {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthView> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn view(&self) -> HealthView {
+        self.lock().clone()
+    }
+
+    /// Records a reachable Keycloak; returns true when it was unreachable before.
+    pub fn reachable(&self, now: u64) -> bool {
+        let mut h = self.lock();
+        let recovered = h.reachable == Some(false);
+        h.reachable = Some(true);
+        h.last_check = Some(now);
+        h.last_success = Some(now);
+        h.offline_since = None;
+        h.last_error = None;
+        h.consecutive_failures = 0;
+        recovered
+    }
+
+    /// Records an unreachable Keycloak; returns true when it was reachable (or unknown) before.
+    pub fn unreachable(&self, now: u64, error: String) -> bool {
+        let mut h = self.lock();
+        let went_down = h.reachable != Some(false);
+        h.reachable = Some(false);
+        h.last_check = Some(now);
+        if h.offline_since.is_none() {
+            h.offline_since = Some(now);
+        }
+        h.last_error = Some(error);
+        h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+        went_down
+    }
+
+    pub fn set_misconfigured(&self, why: Option<String>) {
+        self.lock().misconfigured = why;
+    }
+
+    /// keycloak_status from the probe and the breaker.
+    pub fn status(&self, breaker: &BreakerView) -> KeycloakStatus {
+        let h = self.lock();
+        match (h.reachable, breaker.state) {
+            (Some(false), _) => KeycloakStatus::Offline,
+            (_, CircuitState::Open) => KeycloakStatus::Offline,
+            (None, _) | (_, CircuitState::HalfOpen) => KeycloakStatus::Degraded,
+            (Some(true), CircuitState::Closed) if h.misconfigured.is_some() => {
+                KeycloakStatus::Degraded
+            }
+            (Some(true), CircuitState::Closed) => KeycloakStatus::Online,
+        }
+    }
+}
+
+/// The delay before the next probe: the interval while reachable; while not, 1 s doubling per
+/// consecutive failure, capped at the interval, with ±25 % jitter.
+pub fn next_delay(interval: Duration, consecutive_failures: u32, jitter_unit: f64) -> Duration {
+    let base = if consecutive_failures == 0 {
+        interval
+    } else {
+        let exp = consecutive_failures.saturating_sub(1).min(16);
+        Duration::from_secs(1u64 << exp).min(interval)
+    };
+    let factor = 0.75 + 0.5 * jitter_unit.clamp(0.0, 1.0);
+    base.mul_f64(factor).max(Duration::from_millis(100))
+}
+
+/// The monitor task: probes Keycloak until `stop` fires. Also fetches the discovery document
+/// and JWKS when they are missing (cold start) and after every recovery.
+pub async fn run(
+    app: std::sync::Arc<crate::app::App>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::keycloak::outcome::Outcome;
+    let Some(kc) = app.keycloak.clone() else {
+        return;
+    };
+    let interval = app.config.keycloak.resilience.health_check_interval.0;
+    loop {
+        let tier = kc.tier(&crate::domain::Tenant::default_tenant());
+        let probe = {
+            let t = tier.clone();
+            tokio::task::spawn_blocking(move || t.client.probe()).await
+        };
+        let now = app.clock.now();
+        let outcome = probe.unwrap_or_else(|e| {
+            Outcome::Unavailable(crate::keycloak::outcome::Unavailable::new(
+                crate::keycloak::outcome::UnavailableKind::Connect,
+                e.to_string(),
+            ))
+        });
+        match outcome {
+            Outcome::Ok(()) | Outcome::Rejected(_) => {
+                if kc.health.reachable(now) {
+                    log::info!("Keycloak is reachable again");
+                }
+                // The probe is the half-open trial once the cooldown is over.
+                let admission = kc.breaker.admit(std::time::Instant::now());
+                if admission != super::breaker::Admission::Refused {
+                    kc.breaker.success();
+                }
+                let (a, k) = (app.clone(), kc.clone());
+                let _ = tokio::task::spawn_blocking(move || refresh_documents(&a, &k)).await;
+            }
+            Outcome::Unavailable(u) => {
+                if kc.health.unreachable(now, u.to_string()) {
+                    log::warn!("Keycloak is unreachable: {u}");
+                }
+                if u.kind.is_outage() && kc.breaker.failure(std::time::Instant::now()) {
+                    log::warn!("circuit breaker opened by the health monitor");
+                }
+            }
+        }
+        app.metrics
+            .set_circuit_state(match kc.breaker.view(std::time::Instant::now()).state {
+                super::breaker::CircuitState::Closed => 0,
+                super::breaker::CircuitState::HalfOpen => 1,
+                super::breaker::CircuitState::Open => 2,
+            });
+        let failures = kc.health.view().consecutive_failures;
+        let jitter = {
+            let mut b = [0u8; 2];
+            crate::crypto::random_bytes(&mut b);
+            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(next_delay(interval, failures, jitter)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Fetches discovery and JWKS for every tier that lacks them (cold start, first contact).
+/// Blocking. Later JWKS changes are picked up on an unknown kid.
+fn refresh_documents(app: &crate::app::App, kc: &crate::keycloak::Keycloak) {
+    use crate::keycloak::outcome::Outcome;
+    for tier in kc.tiers() {
+        if !tier.has_discovery() {
+            match tier.refresh_discovery(&app.store) {
+                Outcome::Ok(()) => {
+                    if let Outcome::Unavailable(u) = tier.refresh_jwks(&app.store) {
+                        log::warn!("cannot fetch the JWKS: {u}");
+                    }
+                }
+                Outcome::Rejected(r) => log::warn!("cannot fetch the discovery document: {r}"),
+                Outcome::Unavailable(u) => log::warn!("cannot fetch the discovery document: {u}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resilience::breaker::CircuitState;
+
+    fn view(state: CircuitState) -> BreakerView {
+        BreakerView {
+            state,
+            failure_count: 0,
+            open_for: None,
+        }
+    }
+
+    #[test]
+    fn status_from_probe_and_breaker() {
+        let h = Health::default();
+        assert_eq!(
+            h.status(&view(CircuitState::Closed)),
+            KeycloakStatus::Degraded,
+            "not probed yet"
+        );
+        assert!(!h.reachable(10));
+        assert_eq!(
+            h.status(&view(CircuitState::Closed)),
+            KeycloakStatus::Online
+        );
+        assert_eq!(
+            h.status(&view(CircuitState::HalfOpen)),
+            KeycloakStatus::Degraded
+        );
+        assert_eq!(h.status(&view(CircuitState::Open)), KeycloakStatus::Offline);
+        assert!(h.unreachable(20, "refused".into()));
+        assert!(!h.unreachable(25, "refused".into()));
+        assert_eq!(h.view().offline_since, Some(20));
+        assert_eq!(
+            h.status(&view(CircuitState::Closed)),
+            KeycloakStatus::Offline
+        );
+        assert_eq!(KeycloakStatus::Offline.mode(), Mode::Offline);
+        assert!(h.reachable(30), "recovery is reported once");
+        assert_eq!(h.view().offline_since, None);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let i = Duration::from_secs(30);
+        assert_eq!(next_delay(i, 0, 0.5), i);
+        assert_eq!(next_delay(i, 1, 0.5), Duration::from_secs(1));
+        assert_eq!(next_delay(i, 3, 0.5), Duration::from_secs(4));
+        assert_eq!(next_delay(i, 10, 0.5), i, "capped at the interval");
+        assert_eq!(next_delay(i, 1, 0.0), Duration::from_millis(750));
+        assert_eq!(next_delay(i, 1, 1.0), Duration::from_millis(1250));
+    }
+}
