@@ -52,6 +52,15 @@ pub enum Command {
     /// Check or back up the database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Check the way to Keycloak: DNS, TCP, TLS and certificate expiry, discovery, JWKS,
+    /// clock skew, client credentials, health. One line each; exit 1 if any fails.
+    Diagnose {
+        #[arg(long)]
+        json: bool,
+        /// The tenant whose realm and client to check.
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
     /// The newest audit rows (logins, logouts, password and account changes).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -176,6 +185,7 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
             );
             Ok(())
         }
+        Command::Diagnose { json, tenant } => diagnose(&config, json, &tenant),
         Command::Audit { limit, json } => {
             let v = admin(&config, AdminRequest::Audit { limit })?;
             if json {
@@ -204,6 +214,63 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), AppError> {
+    if !config.keycloak.enabled() {
+        return Err(AppError::Usage(format!(
+            "no Keycloak is configured in {} ([keycloak] server); nothing to diagnose",
+            config.origin
+        )));
+    }
+    let tenant = crate::domain::Tenant::parse(tenant).map_err(AppError::Usage)?;
+    // Works while serving too: the checks need the store only to persist discovery, so a
+    // scratch store is used when the real one is locked.
+    let mut scratch_dir = None;
+    let store = match crate::store::Store::open(&config.server.data_dir) {
+        Ok(s) => s,
+        Err(crate::store::StoreError::Locked { .. }) => {
+            let (dir, s) = tempdir_store()?;
+            scratch_dir = Some((dir, ()));
+            s
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let kc = crate::keycloak::Keycloak::from_config(config, &store, &config.origin)?
+        .ok_or_else(|| AppError::Usage("no Keycloak configured".into()))?;
+    let checks = crate::keycloak::diagnose::run(&kc.tier(&tenant), &store);
+    if json {
+        print_json(&serde_json::to_value(&checks).unwrap_or_default());
+    } else {
+        for c in &checks {
+            println!(
+                "{} {:<18} {}",
+                if c.ok { "OK  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+    }
+    drop(kc);
+    drop(store);
+    if let Some((dir, _)) = scratch_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if checks.iter().all(|c| c.ok) {
+        Ok(())
+    } else {
+        Err(AppError::Refused(format!(
+            "{} of {} checks failed",
+            checks.iter().filter(|c| !c.ok).count(),
+            checks.len()
+        )))
+    }
+}
+
+fn tempdir_store() -> Result<(PathBuf, crate::store::Store), AppError> {
+    let dir = std::env::temp_dir().join(format!("edgeauth-diagnose-{}", std::process::id()));
+    let store = crate::store::Store::open(&dir)?;
+    Ok((dir, store))
 }
 
 fn init_logging(default: &str) {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Appliance, BIN, cli_with, stderr, stdout};
+use support::{Appliance, cli_with, stderr, stdout};
 
 fn bad_config(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +49,7 @@ fn config_errors_name_file_key_and_form() {
     assert_eq!(code, 2);
     assert!(err.contains("site.toml"), "{err}");
 
-    let out = Command::new(BIN)
+    let out = support::edgeauth()
         .args(["--config", "/nonexistent/edgeauth.toml", "status"])
         .output()
         .unwrap();
@@ -64,7 +64,7 @@ fn config_errors_name_file_key_and_form() {
 #[test]
 fn serve_on_embedded_defaults_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(BIN)
+    let child = support::edgeauth()
         .arg("serve")
         .current_dir(dir.path())
         .env_remove("EDGEAUTH_CONFIG")
@@ -108,7 +108,7 @@ fn serve_on_embedded_defaults_says_so() {
 #[test]
 fn edgeauth_config_env_names_the_file() {
     let a = Appliance::new("");
-    let out = Command::new(BIN)
+    let out = support::edgeauth()
         .args(["user", "add", "viaenv", "--local", "--password-stdin"])
         .env("EDGEAUTH_CONFIG", &a.config)
         .stdin(Stdio::piped())
@@ -215,7 +215,7 @@ fn admin_commands_while_stopped_and_while_serving() {
     assert!(a.cli(&["db", "check"], None).status.success());
 
     // A second server on the same data dir fails clearly.
-    let second = Command::new(BIN)
+    let second = support::edgeauth()
         .args(["--config", a.config.to_str().unwrap(), "serve"])
         .output()
         .unwrap();
@@ -286,7 +286,7 @@ fn corrupt_database_is_one_clear_line() {
 fn init_then_serve_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
-    let out = Command::new(BIN)
+    let out = support::edgeauth()
         .args([
             "init",
             "--dir",
@@ -307,7 +307,7 @@ fn init_then_serve_over_tls() {
             & 0o777
     };
     assert_eq!(key_mode, 0o600);
-    let again = Command::new(BIN)
+    let again = support::edgeauth()
         .args(["init", "--dir", dir.path().to_str().unwrap()])
         .output()
         .unwrap();
@@ -324,7 +324,7 @@ fn init_then_serve_over_tls() {
     );
     assert!(add.status.success(), "{}", stderr(&add));
 
-    let mut child = Command::new(BIN)
+    let mut child = support::edgeauth()
         .args(["--config", config.to_str().unwrap(), "serve"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

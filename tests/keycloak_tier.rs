@@ -491,3 +491,59 @@ fn local_first_answers_at_once_and_keycloak_can_revoke() {
         "the stale hash is gone"
     );
 }
+
+#[test]
+fn diagnose_reports_each_check() {
+    let kc = FakeKeycloak::start();
+    let mut a = appliance(&kc, "");
+    // Through /etc/hosts: the DNS line must resolve localhost.
+    let text = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("http://127.0.0.1:", "http://localhost:");
+    std::fs::write(&a.config, text).unwrap();
+    let ok = a.cli(&["diagnose"], None);
+    let out = support::stdout(&ok);
+    assert!(ok.status.success(), "{out}{}", support::stderr(&ok));
+    for name in [
+        "config",
+        "dns",
+        "tcp",
+        "discovery",
+        "jwks",
+        "clock_skew",
+        "client_credentials",
+        "health",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line:\n{out}"));
+        assert!(line.starts_with("OK"), "{line}");
+    }
+    assert!(out.contains("localhost -> "), "{out}");
+
+    // While serving, too (the store is locked), and with a rotated secret: one FAIL, exit 1.
+    a.start();
+    kc.set_client_secret("rotated-centrally");
+    let bad = a.cli(&["diagnose"], None);
+    assert_eq!(bad.status.code(), Some(1));
+    let out = support::stdout(&bad);
+    let line = out
+        .lines()
+        .find(|l| l.contains("client_credentials"))
+        .unwrap();
+    assert!(
+        line.starts_with("FAIL") && line.contains("Invalid client"),
+        "{out}"
+    );
+    kc.set_fault(Fault::Refused);
+    let down = a.cli(&["diagnose", "--json"], None);
+    let checks: serde_json::Value = serde_json::from_str(&support::stdout(&down)).unwrap();
+    let tcp = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tcp")
+        .unwrap();
+    assert_eq!(tcp["ok"], false, "{checks}");
+}

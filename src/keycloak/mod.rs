@@ -6,6 +6,7 @@
 //! breaker (only outages count) and the metrics.
 
 pub mod client;
+pub mod diagnose;
 pub mod outcome;
 pub mod token;
 

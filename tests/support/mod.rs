@@ -14,6 +14,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_edgeauth");
 /// Fast argon2 parameters so tests spend their time on behaviour, not hashing.
 pub const FAST_ARGON2: &str = "[argon2]\nmemory_kib = 256\niterations = 1\nparallelism = 1\n";
 
+/// A command that runs the edgeauth binary; through `EDGEAUTH_TEST_RUNNER` (for example
+/// `qemu-aarch64`) when the tests run for another architecture.
+pub fn edgeauth() -> Command {
+    match std::env::var("EDGEAUTH_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = Command::new(parts.next().unwrap_or_default());
+            cmd.args(parts).arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -100,7 +117,7 @@ impl Appliance {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(BIN)
+        let child = edgeauth()
             .args(["--config", self.config.to_str().unwrap(), "serve"])
             .env("EDGEAUTH_LOG", "info")
             .stdout(log.try_clone().unwrap())
@@ -254,7 +271,7 @@ impl Drop for Appliance {
 }
 
 pub fn cli_with(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = edgeauth();
     cmd.arg("--config").arg(config).args(args);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()

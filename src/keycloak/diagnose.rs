@@ -1,0 +1,370 @@
+//! `edgeauth diagnose`: what an operator runs at 3 a.m. when logins fall back to the cache.
+//! One line per check, OK or FAIL with the reason: DNS, TCP, TLS chain and certificate expiry,
+//! discovery, JWKS, clock skew against Keycloak's Date header, client credentials, health.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::Tier;
+use super::outcome::{Outcome, Rejection};
+use super::token::Jwks;
+
+/// Certificates that expire within this window are reported.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Clock skew beyond this is a failure (token expiry checks tolerate 60 s).
+pub const MAX_SKEW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn check(name: &'static str, r: Result<String, String>) -> Check {
+    match r {
+        Ok(detail) => Check {
+            name,
+            ok: true,
+            detail,
+        },
+        Err(detail) => Check {
+            name,
+            ok: false,
+            detail,
+        },
+    }
+}
+
+struct Target {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+fn parse_server(server: &str) -> Result<Target, String> {
+    let (https, rest) = if let Some(r) = server.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = server.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!("{server:?} is not an http(s) URL"));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
+        let (h, p) = stripped.split_once(']').ok_or("bad IPv6 address")?;
+        (h.to_owned(), p.strip_prefix(':').map(str::to_owned))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p.to_owned())),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
+        None if https => 443,
+        None => 80,
+    };
+    Ok(Target { https, host, port })
+}
+
+fn roots(ca_pem: Option<&[u8]>) -> Result<rustls::RootCertStore, String> {
+    let mut store = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            use rustls::pki_types::pem::PemObject;
+            for c in CertificateDer::pem_slice_iter(pem) {
+                store
+                    .add(c.map_err(|e| format!("ca_file: {e}"))?)
+                    .map_err(|e| format!("ca_file: {e}"))?;
+            }
+        }
+        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(store)
+}
+
+fn tls_check(
+    t: &Target,
+    addr: std::net::SocketAddr,
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+) -> Vec<Check> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let run = || -> Result<(String, String), String> {
+        let roots = Arc::new(roots(ca_pem)?);
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let name = ServerName::try_from(t.host.clone()).map_err(|e| format!("server name: {e}"))?;
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name.clone())
+            .map_err(|e| e.to_string())?;
+        let mut sock = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        sock.set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)
+                .map_err(|e| format!("handshake failed: {e}"))?;
+        }
+        let certs: Vec<CertificateDer<'static>> = conn
+            .peer_certificates()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect();
+        let version = conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        let chain = format!("{version}, chain of {} certificates verified", certs.len());
+        // Expiry: verify the same chain as of EXPIRY_WARNING from now.
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let later = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            + EXPIRY_WARNING;
+        let (leaf, rest) = certs
+            .split_first()
+            .ok_or("the server sent no certificate")?;
+        let expiry = match verifier.verify_server_cert(
+            leaf,
+            rest,
+            &name,
+            &[],
+            UnixTime::since_unix_epoch(later),
+        ) {
+            Ok(_) => Ok(format!(
+                "valid for at least {} more days",
+                EXPIRY_WARNING.as_secs() / 86400
+            )),
+            Err(e) => Err(format!(
+                "a certificate of the chain expires within {} days ({e})",
+                EXPIRY_WARNING.as_secs() / 86400
+            )),
+        }?;
+        Ok((chain, expiry))
+    };
+    match run() {
+        Ok((chain, expiry)) => vec![check("tls", Ok(chain)), check("cert_expiry", Ok(expiry))],
+        Err(e) if e.starts_with("a certificate") => {
+            vec![
+                check("tls", Ok("chain verified".into())),
+                check("cert_expiry", Err(e)),
+            ]
+        }
+        Err(e) => vec![check("tls", Err(e))],
+    }
+}
+
+fn clock_check(tier: &Tier, timeout: Duration) -> Check {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let url = tier.client.discovery_url();
+    let r = (|| {
+        let before = SystemTime::now();
+        let res = agent.get(&url).call().map_err(|e| e.to_string())?;
+        let date = res
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("Keycloak sent no Date header")?;
+        let theirs =
+            httpdate_parse(date).ok_or_else(|| format!("unreadable Date header {date:?}"))?;
+        let ours = before
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let skew = ours.abs_diff(theirs);
+        let text = format!(
+            "local clock {} Keycloak's by {skew} s",
+            if ours >= theirs { "ahead of" } else { "behind" }
+        );
+        if Duration::from_secs(skew) > MAX_SKEW {
+            Err(format!("{text}; fix NTP on this box"))
+        } else {
+            Ok(text)
+        }
+    })();
+    check("clock_skew", r)
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
+fn httpdate_parse(s: &str) -> Option<u64> {
+    humantime::parse_rfc3339(&{
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
+            return None;
+        };
+        let m = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ]
+        .iter()
+        .position(|x| x == mon)?
+            + 1;
+        format!("{year}-{m:02}-{day:0>2}T{time}Z")
+    })
+    .ok()?
+    .duration_since(UNIX_EPOCH)
+    .ok()
+    .map(|d| d.as_secs())
+}
+
+fn credentials_check(tier: &Tier) -> Check {
+    // The client_credentials grant proves the secret without touching any user's
+    // brute-force counter. Keycloak answers a good secret without a service account with
+    // "not enabled to retrieve service account"; a bad one with "Invalid client".
+    let s = tier.client.settings();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(s.request_timeout))
+        .build()
+        .into();
+    let r = agent
+        .post(&tier.endpoints().token_endpoint)
+        .send_form([
+            ("grant_type", "client_credentials"),
+            ("client_id", s.client_id.as_str()),
+            ("client_secret", s.client_secret.expose()),
+        ])
+        .map_err(|e| e.to_string())
+        .and_then(|res| {
+            let status = res.status().as_u16();
+            let body = res.into_body().read_to_string().unwrap_or_default();
+            let lower = body.to_ascii_lowercase();
+            if (200..300).contains(&status) || lower.contains("service account") {
+                Ok(format!("client {} accepted", s.client_id))
+            } else if lower.contains("invalid client") || status == 401 {
+                Err(format!("client {} refused: {}", s.client_id, body.trim()))
+            } else {
+                Err(format!("HTTP {status}: {}", body.trim()))
+            }
+        });
+    check("client_credentials", r)
+}
+
+/// Runs every check against `tier`. Blocking.
+pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
+    let s = tier.client.settings();
+    let mut out = Vec::new();
+    let target = match parse_server(&s.server) {
+        Ok(t) => t,
+        Err(e) => return vec![check("config", Err(e))],
+    };
+    out.push(check(
+        "config",
+        Ok(format!(
+            "{} realm {} client {}",
+            s.server, s.realm, s.client_id
+        )),
+    ));
+    let addrs: Vec<std::net::SocketAddr> =
+        match (target.host.as_str(), target.port).to_socket_addrs() {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                out.push(check("dns", Err(format!("{}: {e}", target.host))));
+                return out;
+            }
+        };
+    let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+    out.push(check(
+        "dns",
+        Ok(format!("{} -> {}", target.host, shown.join(", "))),
+    ));
+    let Some(addr) = addrs.first().copied() else {
+        return out;
+    };
+    let tcp = TcpStream::connect_timeout(&addr, s.request_timeout)
+        .map(|_| format!("{addr} accepts connections"))
+        .map_err(|e| format!("{addr}: {e}"));
+    let tcp_ok = tcp.is_ok();
+    out.push(check("tcp", tcp));
+    if !tcp_ok {
+        return out;
+    }
+    if target.https {
+        out.extend(tls_check(
+            &target,
+            addr,
+            s.ca_pem.as_deref(),
+            s.request_timeout,
+        ));
+    }
+    let discovery = match tier.refresh_discovery(store) {
+        Outcome::Ok(()) => Ok(format!("issuer {}", tier.endpoints().issuer)),
+        Outcome::Rejected(r) => Err(r.to_string()),
+        Outcome::Unavailable(u) => Err(u.to_string()),
+    };
+    out.push(check("discovery", discovery));
+    let jwks = match tier
+        .client
+        .get_json::<serde_json::Value>(&tier.endpoints().jwks_uri)
+    {
+        Outcome::Ok(doc) => {
+            let n = Jwks::parse(&doc).len();
+            if n > 0 {
+                Ok(format!("{n} RSA signing keys"))
+            } else {
+                Err("no RSA signing key".into())
+            }
+        }
+        Outcome::Rejected(r) => Err(r.to_string()),
+        Outcome::Unavailable(u) => Err(u.to_string()),
+    };
+    out.push(check("jwks", jwks));
+    out.push(clock_check(tier, s.request_timeout));
+    out.push(credentials_check(tier));
+    let health = match tier.client.probe() {
+        Outcome::Ok(()) | Outcome::Rejected(Rejection::InvalidCredentials) => {
+            Ok("healthy".to_owned())
+        }
+        Outcome::Rejected(r) => Err(r.to_string()),
+        Outcome::Unavailable(u) => Err(u.to_string()),
+    };
+    out.push(check("health", health));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_server_urls() {
+        let t = parse_server("https://sso.example.org").unwrap();
+        assert_eq!(
+            (t.https, t.host.as_str(), t.port),
+            (true, "sso.example.org", 443)
+        );
+        let t = parse_server("http://127.0.0.1:8081/auth").unwrap();
+        assert_eq!(
+            (t.https, t.host.as_str(), t.port),
+            (false, "127.0.0.1", 8081)
+        );
+        let t = parse_server("https://[::1]:8443").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8443));
+        assert!(parse_server("ftp://x").is_err());
+    }
+
+    #[test]
+    fn parses_http_dates() {
+        assert_eq!(
+            httpdate_parse("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784111777)
+        );
+        assert_eq!(httpdate_parse("garbage"), None);
+    }
+}
