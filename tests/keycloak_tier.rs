@@ -547,3 +547,49 @@ fn diagnose_reports_each_check() {
         .unwrap();
     assert_eq!(tcp["ok"], false, "{checks}");
 }
+
+#[test]
+fn refresher_renews_used_sessions_and_a_central_logout_revokes() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("nora", "nora-pw-123", &[], &[], &[]);
+    kc.add_user("otto", "otto-pw-123", &[], &[], &[]);
+    kc.set_access_token_lifespan(Duration::from_secs(30)); // within the refresh margin at once
+    let mut a = appliance(&kc, "");
+    a.start();
+    wait_status(&a, "online");
+    let nora = a.session_id("nora", "nora-pw-123");
+    let otto = a.session_id("otto", "otto-pw-123");
+    kc.reset_counters();
+    // nora uses her session; otto's stays idle and is not renewed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while kc.token_requests() == 0 {
+        assert_eq!(a.check_session(&nora).status, 200);
+        assert!(
+            Instant::now() < deadline,
+            "a used session is renewed before its access token expires"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(kc.token_requests(), 1, "only the used session was renewed");
+
+    kc.logout_user("nora");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = a.check_session(&nora);
+        if r.status == 401 {
+            assert_eq!(r.body["reason"], "revoked");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a rejected refresh revokes the site session"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        a.check_session(&otto).status,
+        200,
+        "other users are unaffected"
+    );
+}

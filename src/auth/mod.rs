@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod login;
 pub mod password;
+pub mod refresh;
 pub mod regulation;
 pub mod session;
 

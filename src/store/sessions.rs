@@ -91,6 +91,23 @@ impl ReadTx {
         }
     }
 
+    /// Live sessions that hold Keycloak tokens (for the refresher).
+    pub fn sessions_with_tokens(&self) -> Result<Vec<(SessionDigest, SessionRecord)>> {
+        let t = self.tx.open_table(SESSIONS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let Ok(d) = SessionDigest::try_from(k.value()) else {
+                continue;
+            };
+            let s: SessionRecord = decode("sessions", hex_key(k.value()), v.value())?;
+            if s.revoked_at.is_none() && s.keycloak.is_some() {
+                out.push((d, s));
+            }
+        }
+        Ok(out)
+    }
+
     /// Sessions that are neither revoked nor past their end at `now`.
     pub fn session_counts(&self, now: u64, idle: u64, soon: u64) -> Result<SessionCounts> {
         let t = self.tx.open_table(SESSIONS)?;
