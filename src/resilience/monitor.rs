@@ -5,8 +5,9 @@
 //! with `health_check_timeout`. While Keycloak is unreachable it retries sooner, with capped
 //! exponential backoff (1 s, 2 s, 4 s ... up to the interval) and ±25 % jitter, so a return is
 //! noticed quickly without a thundering herd of sites. Its failures count against the breaker
-//! like a login's; its success after the cooldown is the half-open trial that closes it. It
-//! never runs inside a login (design rule 2).
+//! like a login's; its success closes the breaker at once (the cooldown only paces the trial
+//! logins make while the monitor has not yet seen Keycloak back). It never runs inside a
+//! login (design rule 2).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -179,11 +180,9 @@ pub async fn run(
                 if kc.health.reachable(now) {
                     log::info!("Keycloak is reachable again");
                 }
-                // The probe is the half-open trial once the cooldown is over.
-                let admission = kc.breaker.admit(std::time::Instant::now());
-                if admission != super::breaker::Admission::Refused {
-                    kc.breaker.success();
-                }
+                // A good probe is direct evidence that Keycloak is back: close the breaker
+                // now rather than after the cooldown, which only paces login-driven trials.
+                kc.breaker.success();
                 let (a, k) = (app.clone(), kc.clone());
                 let _ = tokio::task::spawn_blocking(move || refresh_documents(&a, &k)).await;
             }
