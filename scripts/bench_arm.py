@@ -10,7 +10,7 @@ on qemu's share, a tiny static ARM program that only sleeps is run under the sam
 a cross gcc is installed ("qemu floor"). Traffic goes to 127.0.0.1 only, bounded in time.
 
 Usage: bench_arm.py DIST_DIR TARGET...   (prints one block per target, then a table)"""
-import os, shutil, socket, statistics, subprocess, sys, tempfile, time
+import atexit, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 RUNNERS = {"aarch64-unknown-linux-musl": ["qemu-aarch64"],
            "armv7-unknown-linux-gnueabihf": ["qemu-arm"],
@@ -19,6 +19,17 @@ FLOOR_CC = {"aarch64-unknown-linux-musl": "aarch64-linux-gnu-gcc",
             "armv7-unknown-linux-gnueabihf": "arm-linux-gnueabihf-gcc"}
 RUNS = 10
 POLL = 0.002
+LIVE = []  # spawned processes, killed on exit (also on SIGTERM from bench-arm.sh's timeout)
+
+
+def _cleanup():
+    for p in LIVE:
+        if p.poll() is None:
+            p.kill(); p.wait()
+
+
+atexit.register(_cleanup)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
 
 def free_port():
@@ -57,6 +68,7 @@ def spawn_ready(cmd, port, deadline=60.0):
     """Start cmd, poll /readyz every 2 ms; returns (process, seconds to ready)."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    LIVE.append(p)
     while time.perf_counter() - t0 < deadline:
         if ready(port):
             return p, time.perf_counter() - t0
@@ -77,6 +89,7 @@ def qemu_floor(target, d):
         f.write("#include <unistd.h>\nint main(void) { sleep(30); return 0; }\n")
     subprocess.run([cc, "-static", "-O2", "-o", exe, src], check=True)
     p = subprocess.Popen(RUNNERS[target] + [exe])
+    LIVE.append(p)
     try:
         time.sleep(1)
         return status(p.pid)

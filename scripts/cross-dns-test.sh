@@ -64,7 +64,8 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # ------------------------------------------------------------------ inside the namespaces
 inner() {
   local work=$1; shift
-  local responder_pid="" failures=0
+  local failures=0
+  responder_pid=""   # global: the EXIT trap runs after this function has returned
 
   # lo is down in a fresh network namespace; 127.0.0.1 needs it up.
   if command -v ip >/dev/null; then
@@ -86,7 +87,7 @@ PY
     cmp -s "$work/etc/$f" "/etc/$f" || die "bind mount over /etc/$f did not take effect"
   done
 
-  trap 'if [[ -n "$responder_pid" ]]; then kill "$responder_pid" 2>/dev/null || true; fi' EXIT
+  trap 'if [[ -n "${responder_pid:-}" ]]; then kill "$responder_pid" 2>/dev/null || true; fi' EXIT
   python3 -u "$script_dir/dns-test-responder.py" >"$work/responder.log" 2>&1 &
   responder_pid=$!
   # Ready when both the UDP and the TCP socket are bound to 127.0.0.1:53 (0100007F:0035).

@@ -24,6 +24,8 @@ pub struct App {
     /// The Keycloak tier; `None` when no Keycloak is configured (local users only).
     pub keycloak: Option<Arc<Keycloak>>,
     pub alert_log: crate::status::AlertLog,
+    /// Wakes the sync worker (Keycloak came back, or an operator asked).
+    pub sync_wakeup: tokio::sync::Notify,
     /// Seals Keycloak tokens and queued passwords at rest (used by the Keycloak tier).
     pub sealer: Sealer,
     pub started_at: u64,
@@ -73,6 +75,7 @@ impl App {
             activity: Arc::new(Activity::default()),
             keycloak,
             alert_log: Default::default(),
+            sync_wakeup: tokio::sync::Notify::new(),
             sealer,
             started_at,
         }))

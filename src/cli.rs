@@ -44,6 +44,8 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Replay the sync queue and pull central changes now, or manage the queue.
+    Sync(SyncArgs),
     /// Mode, Keycloak, sessions and alerts.
     Status {
         #[arg(long)]
@@ -129,12 +131,51 @@ pub enum UserCommand {
     Enable(UserRef),
     /// Remove a user and their sessions.
     Remove(UserRef),
+    /// Change a user's groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Set a user's password and end their sessions.
     Passwd {
         #[command(flatten)]
         user: UserRef,
         #[arg(long)]
         password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Run one cycle and print what it did (the default without other flags).
+    #[arg(long)]
+    pub once: bool,
+    /// List pending, failed and dead items (never their payloads).
+    #[arg(long, conflicts_with_all = ["once", "retry", "drop"])]
+    pub list: bool,
+    /// Put a dead item back in the queue.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["once", "drop"])]
+    pub retry: Option<u64>,
+    /// Delete a dead or finished item.
+    #[arg(long, value_name = "ID", conflicts_with = "once")]
+    pub drop: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Add the user to a group (in Keycloak too, for Keycloak users).
+    Add {
+        name: String,
+        group: String,
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
+    },
+    /// Remove the user from a group.
+    Remove {
+        name: String,
+        group: String,
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
     },
 }
 
@@ -186,6 +227,7 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::Diagnose { json, tenant } => diagnose(&config, json, &tenant),
+        Command::Sync(args) => sync(&config, args),
         Command::Audit { limit, json } => {
             let v = admin(&config, AdminRequest::Audit { limit })?;
             if json {
@@ -214,6 +256,58 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+fn sync(config: &Config, a: SyncArgs) -> Result<(), AppError> {
+    let req = match (a.list, a.retry, a.drop) {
+        (true, _, _) => AdminRequest::SyncList,
+        (_, Some(id), _) => AdminRequest::SyncRetry { id },
+        (_, _, Some(id)) => AdminRequest::SyncDrop { id },
+        _ => AdminRequest::SyncOnce,
+    };
+    let listing = matches!(req, AdminRequest::SyncList);
+    let once = matches!(req, AdminRequest::SyncOnce);
+    let v = admin(config, req)?;
+    if a.json {
+        print_json(&v);
+    } else if listing {
+        let items = v.as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            println!("the sync queue is empty");
+        }
+        for i in items {
+            println!(
+                "#{:<5} {:<16} {}@{} {} (attempts {}){}",
+                i["id"],
+                str_of(&i["kind"]),
+                str_of(&i["username"]),
+                str_of(&i["tenant"]),
+                str_of(&i["status"]),
+                i["attempts"],
+                i["last_error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    } else if once {
+        println!(
+            "sync: {} replayed, {} superseded, {} failed, {} dead; {} users pulled, {} disabled{}",
+            v["replayed"],
+            v["superseded"],
+            v["failed"],
+            v["dead"],
+            v["pulled"],
+            v["disabled"],
+            v["error"]
+                .as_str()
+                .map(|e| format!("; stopped: {e}"))
+                .unwrap_or_default()
+        );
+    } else {
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+    }
+    Ok(())
 }
 
 fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), AppError> {
@@ -460,6 +554,30 @@ fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
                 "removed {}@{}; {} sessions deleted",
                 u.name, u.tenant, v["deleted_sessions"]
             );
+        }
+        UserCommand::Group(g) => {
+            let (name, group, tenant, join) = match g {
+                GroupCommand::Add {
+                    name,
+                    group,
+                    tenant,
+                } => (name, group, tenant, true),
+                GroupCommand::Remove {
+                    name,
+                    group,
+                    tenant,
+                } => (name, group, tenant, false),
+            };
+            let v = admin(
+                config,
+                AdminRequest::UserGroup {
+                    tenant: tenant.clone(),
+                    username: name.clone(),
+                    group,
+                    join,
+                },
+            )?;
+            println!("{name}@{tenant} groups: {}", self::join(&v["groups"]));
         }
         UserCommand::Passwd {
             user,

@@ -271,6 +271,8 @@ pub struct SyncConfig {
     pub interval: Dur,
     pub batch: u32,
     pub max_attempts: u32,
+    /// First delay after a refused replay; doubles per attempt, at most an hour.
+    pub retry_delay: Dur,
 }
 
 impl Default for SyncConfig {
@@ -280,6 +282,7 @@ impl Default for SyncConfig {
             interval: Dur::secs(15 * 60),
             batch: 100,
             max_attempts: 10,
+            retry_delay: Dur::secs(30),
         }
     }
 }

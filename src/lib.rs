@@ -25,4 +25,5 @@ pub mod resilience;
 pub mod serve;
 pub mod status;
 pub mod store;
+pub mod sync;
 pub mod tls;

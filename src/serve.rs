@@ -64,6 +64,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(crate::maintenance::run(app.clone(), stop_rx.clone()));
     let refresher = tokio::spawn(crate::auth::refresh::run(app.clone(), stop_rx.clone()));
+    let sync_worker = tokio::spawn(crate::sync::run(app.clone(), stop_rx.clone()));
     let monitor = tokio::spawn(crate::resilience::monitor::run(
         app.clone(),
         stop_rx.clone(),
@@ -91,6 +92,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     let _ = admin_task.await;
     let _ = monitor.await;
     let _ = refresher.await;
+    let _ = sync_worker.await;
     let _ = maintenance.await;
     log::info!("stopped");
     Ok(())

@@ -72,10 +72,12 @@ pub const EXPIRING_SOON_SECS: u64 = 3600;
 pub fn report(app: &App) -> Result<StatusReport, StoreError> {
     let now = app.clock.now();
     let idle = app.config.auth.session_idle.as_secs();
-    let (counts, users) = app.store.read(|r| {
+    let (counts, users, queue, last_sync) = app.store.read(|r| {
         Ok((
             r.session_counts(now, idle, EXPIRING_SOON_SECS)?,
             r.user_count()?,
+            r.queue_counts()?,
+            r.last_sync()?,
         ))
     })?;
     for (mode, n) in [
@@ -175,12 +177,40 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             )
         }
     };
+    let open = queue.pending + queue.failed;
+    if open > alerts_cfg.sync_queue_over {
+        alerts.push(Alert {
+            name: "sync_queue_over".into(),
+            severity: "warning".into(),
+            since: rfc3339(now),
+            message: format!(
+                "{open} changes wait for Keycloak (threshold {})",
+                alerts_cfg.sync_queue_over
+            ),
+        });
+    }
+    if queue.dead > 0 {
+        alerts.push(Alert {
+            name: "sync_dead_items".into(),
+            severity: "critical".into(),
+            since: rfc3339(now),
+            message: format!(
+                "{} queued changes could not be replayed to Keycloak; see `edgeauth sync --list`",
+                queue.dead
+            ),
+        });
+    }
     Ok(StatusReport {
         mode: mode.as_str().into(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: rfc3339(app.started_at),
         keycloak,
-        sync: SyncStatus::default(),
+        sync: SyncStatus {
+            pending: queue.pending,
+            failed: queue.failed,
+            dead: queue.dead,
+            last_cycle: last_sync.map(|l| rfc3339(l.completed)),
+        },
         sessions: SessionStatus {
             active: counts.active,
             keycloak: counts.keycloak,

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashSet;
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
@@ -725,4 +725,757 @@ fn fault_slow_status500_garbage() {
     kc.set_fault(Fault::None);
     assert_eq!(get_json(&agent, &health).0, 200);
     assert_eq!(kc.requests("/health/ready"), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin REST API
+
+fn admin_url(kc: &FakeKeycloak, path: &str) -> String {
+    format!("{}/admin/realms/site{path}", kc.base_url())
+}
+
+/// An access token of the client_credentials grant (service account `service-account-edgeauth`).
+fn service_token(agent: &ureq::Agent, kc: &FakeKeycloak) -> String {
+    let (status, body) = post_form(
+        agent,
+        &token_url(kc),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "edgeauth"),
+            ("client_secret", "edgeauth-secret"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+/// One admin API call: status, `Location` header and the body as JSON (Null when empty).
+fn admin_call(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Option<String>, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let with_auth = |builder: ureq::RequestBuilder<ureq::typestate::WithoutBody>| match &auth {
+        Some(a) => builder.header("Authorization", a),
+        None => builder,
+    };
+    let with_auth_body = |builder: ureq::RequestBuilder<ureq::typestate::WithBody>| match &auth {
+        Some(a) => builder.header("Authorization", a),
+        None => builder,
+    };
+    let result = match (method, body) {
+        ("GET", _) => with_auth(agent.get(url)).call(),
+        ("DELETE", _) => with_auth(agent.delete(url)).call(),
+        ("POST", Some(json)) => with_auth_body(agent.post(url)).send_json(json),
+        ("PUT", Some(json)) => with_auth_body(agent.put(url)).send_json(json),
+        ("PUT", None) => with_auth_body(agent.put(url)).send_empty(),
+        (m, _) => panic!("unsupported {m}"),
+    };
+    let mut response = result.expect("admin call");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string());
+    let text = response.body_mut().read_to_string().expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (status, location, body)
+}
+
+#[test]
+fn admin_api_auth_faults_and_counters() {
+    let kc = FakeKeycloak::start();
+    let agent = agent(Duration::from_secs(5));
+    kc.add_user("alice", "alice-pw-1", &[], &[], &[]);
+    let users = admin_url(&kc, "/users?username=alice&exact=true");
+
+    let unauthorized = serde_json::json!({"error": "HTTP 401 Unauthorized"});
+    assert_eq!(
+        admin_call(&agent, "GET", &users, None, None),
+        (401, None, unauthorized.clone())
+    );
+    assert_eq!(
+        admin_call(&agent, "GET", &users, Some("not.a.jwt"), None),
+        (401, None, unauthorized.clone())
+    );
+    let (_, login_body) = login(&agent, &kc, "alice", "alice-pw-1");
+    let user_token = login_body["access_token"].as_str().unwrap();
+    assert_eq!(
+        admin_call(&agent, "GET", &users, Some(user_token), None),
+        (
+            403,
+            None,
+            serde_json::json!({"error": "HTTP 403 Forbidden"})
+        )
+    );
+    // A user token whose session has ended is not authenticated at all.
+    kc.logout_user("alice");
+    assert_eq!(
+        admin_call(&agent, "GET", &users, Some(user_token), None),
+        (401, None, unauthorized.clone())
+    );
+    // A token signed with a key no longer published is rejected.
+    let token = service_token(&agent, &kc);
+    let (status, _, found) = admin_call(&agent, "GET", &users, Some(&token), None);
+    assert_eq!((status, found.as_array().unwrap().len()), (200, 1));
+    kc.rotate_keys(false);
+    assert_eq!(admin_call(&agent, "GET", &users, Some(&token), None).0, 401);
+    let token = service_token(&agent, &kc);
+    assert_eq!(admin_call(&agent, "GET", &users, Some(&token), None).0, 200);
+
+    // Unknown paths and methods, after authentication.
+    assert_eq!(
+        admin_call(&agent, "GET", &admin_url(&kc, "/nope"), Some(&token), None).0,
+        404
+    );
+    assert_eq!(
+        admin_call(&agent, "GET", &admin_url(&kc, "/nope"), None, None).0,
+        401
+    );
+    assert_eq!(
+        admin_call(
+            &agent,
+            "DELETE",
+            &admin_url(&kc, "/users/count"),
+            Some(&token),
+            None
+        )
+        .0,
+        404,
+        "DELETE /users/{{id}} with id `count`: User not found"
+    );
+
+    // Admin fault: every admin call, before authentication; other endpoints unaffected.
+    kc.set_admin_fault(Some((
+        500,
+        r#"{"error":"unknown_error","error_description":"boom"}"#.to_string(),
+    )));
+    for token in [None, Some(token.as_str())] {
+        let (status, _, body) = admin_call(&agent, "GET", &users, token, None);
+        assert_eq!(status, 500);
+        assert_eq!(body["error_description"], "boom");
+    }
+    assert_eq!(login(&agent, &kc, "alice", "alice-pw-1").0, 200);
+    kc.set_admin_fault(Some((503, "{}".to_string())));
+    assert_eq!(admin_call(&agent, "GET", &users, Some(&token), None).0, 503);
+    kc.set_admin_fault(None);
+    assert_eq!(admin_call(&agent, "GET", &users, Some(&token), None).0, 200);
+
+    // The server-wide faults apply to the admin API too.
+    kc.set_fault(Fault::Status500);
+    assert_eq!(
+        agent
+            .get(&users)
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .unwrap()
+            .status(),
+        500
+    );
+    kc.set_fault(Fault::None);
+
+    // Counters: by method and path (with the query).
+    assert_eq!(kc.admin_requests("GET", "/users"), 12);
+    assert_eq!(
+        kc.admin_requests("GET", "/users?username=alice&exact=true"),
+        12
+    );
+    assert_eq!(kc.admin_requests("get", "/nope"), 2);
+    assert_eq!(kc.admin_requests("DELETE", "/users/"), 1);
+    assert_eq!(kc.admin_requests("POST", "/users"), 0);
+    kc.reset_counters();
+    assert_eq!(kc.admin_requests("GET", "/users"), 0);
+}
+
+#[test]
+fn admin_api_users() {
+    let kc = FakeKeycloak::start();
+    let agent = agent(Duration::from_secs(5));
+    kc.add_user("Alice", "alice-pw-1", &[], &[], &["ops"]);
+    let token = service_token(&agent, &kc);
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        admin_call(&agent, method, &admin_url(&kc, path), Some(&token), body)
+    };
+
+    // Find by exact username (case-insensitive), 0 or 1 element.
+    let (status, _, found) = call("GET", "/users?username=ALICE&exact=true", None);
+    assert_eq!(status, 200);
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1);
+    let alice = &found[0];
+    let alice_id = kc.user_id("alice").unwrap();
+    assert_eq!(alice["id"], alice_id.as_str());
+    assert_eq!(alice_id.len(), 36);
+    assert_eq!(alice["username"], "alice");
+    assert_eq!(alice["enabled"], true);
+    assert_eq!(alice["emailVerified"], false);
+    assert_eq!(alice["requiredActions"], serde_json::json!([]));
+    assert!(alice.get("email").is_none(), "{alice}");
+    let created = alice["createdTimestamp"].as_u64().unwrap();
+    assert!(created > 1_600_000_000_000, "ms: {created}");
+    assert_eq!(alice["access"], serde_json::json!({"manage": true}));
+    assert_eq!(
+        call("GET", "/users?username=alic&exact=true", None).2,
+        serde_json::json!([])
+    );
+    assert_eq!(
+        call("GET", "/users?username=lic", None).2[0]["username"],
+        "alice"
+    );
+
+    // Create: 201, Location, empty body; then the user reads back; then 409.
+    let (status, location, body) = call(
+        "POST",
+        "/users",
+        Some(serde_json::json!({
+            "username": "Bob",
+            "enabled": true,
+            "email": "Bob@Example.org",
+            "firstName": "Bob",
+            "credentials": [{"type": "password", "value": "bob-pw-123", "temporary": false}],
+            "groups": ["/ops"],
+        })),
+    );
+    assert_eq!((status, &body), (201, &Value::Null));
+    let bob_id = kc.user_id("bob").expect("bob created");
+    assert_eq!(
+        location.as_deref(),
+        Some(admin_url(&kc, &format!("/users/{bob_id}")).as_str())
+    );
+    let (status, _, bob) = admin_call(&agent, "GET", &location.unwrap(), Some(&token), None);
+    assert_eq!(status, 200);
+    assert_eq!(bob["username"], "bob");
+    assert_eq!(bob["email"], "bob@example.org");
+    assert_eq!(bob["firstName"], "Bob");
+    assert!(bob.get("lastName").is_none());
+    assert_eq!(bob["totp"], false);
+    assert_eq!(bob["access"]["manage"], true);
+    assert_eq!(bob["access"]["impersonate"], false);
+    assert!(kc.user_exists("BOB"));
+    assert!(kc.check_password("bob", "bob-pw-123"));
+    assert_eq!(kc.user_groups("bob"), vec!["/ops".to_string()]);
+    let (status, tokens) = login(&agent, &kc, "bob", "bob-pw-123");
+    assert_eq!(status, 200, "{tokens}");
+    let claims = verify(
+        &agent,
+        &kc,
+        tokens["access_token"].as_str().unwrap(),
+        "account",
+    );
+    assert_eq!(claims["sub"], bob_id.as_str());
+    assert_eq!(claims["groups"], serde_json::json!(["/ops"]));
+
+    let conflict = |body: Value| call("POST", "/users", Some(body));
+    assert_eq!(
+        conflict(serde_json::json!({"username": "BOB", "enabled": true})),
+        (
+            409,
+            None,
+            serde_json::json!({"errorMessage": "User exists with same username"})
+        )
+    );
+    assert_eq!(
+        conflict(serde_json::json!({"username": "bobby", "email": "BOB@example.org"})),
+        (
+            409,
+            None,
+            serde_json::json!({"errorMessage": "User exists with same email"})
+        )
+    );
+    assert_eq!(
+        conflict(serde_json::json!({"enabled": true})),
+        (
+            400,
+            None,
+            serde_json::json!({"errorMessage": "User name is missing"})
+        )
+    );
+    let (status, _, body) = conflict(serde_json::json!({"username": "x", "enabled": "yes"}));
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &serde_json::json!("unknown_error"))
+    );
+    // An unknown group path fails the create (500) and creates nobody.
+    assert_eq!(
+        conflict(serde_json::json!({"username": "carol", "groups": ["/nope"]})).0,
+        500
+    );
+    assert!(!kc.user_exists("carol"));
+    // A password breaking the policy on create.
+    assert_eq!(
+        conflict(serde_json::json!({
+            "username": "carol",
+            "credentials": [{"type": "password", "value": "short", "temporary": false}],
+        })),
+        (
+            400,
+            None,
+            serde_json::json!({"errorMessage": "Password policy not met"})
+        )
+    );
+    assert!(!kc.user_exists("carol"));
+
+    // Created without "enabled": disabled, no credential: the grant refuses.
+    assert_eq!(conflict(serde_json::json!({"username": "carol"})).0, 201);
+    let carol_id = kc.user_id("carol").unwrap();
+    assert_eq!(
+        call("GET", &format!("/users/{carol_id}"), None).2["enabled"],
+        false
+    );
+    assert_eq!(
+        call("GET", &format!("/users/{carol_id}/credentials"), None).2,
+        serde_json::json!([])
+    );
+
+    // Partial update: disable (the grant then says so), other fields kept, re-enable.
+    let bob_path = format!("/users/{bob_id}");
+    assert_eq!(
+        call(
+            "PUT",
+            &bob_path,
+            Some(serde_json::json!({"enabled": false}))
+        ),
+        (204, None, Value::Null)
+    );
+    let bob = call("GET", &bob_path, None).2;
+    assert_eq!(
+        (&bob["enabled"], &bob["email"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("bob@example.org")
+        )
+    );
+    assert_error(
+        login(&agent, &kc, "bob", "bob-pw-123"),
+        400,
+        "invalid_grant",
+        "Account disabled",
+    );
+    assert_eq!(
+        call(
+            "PUT",
+            &bob_path,
+            Some(serde_json::json!({"enabled": true, "lastName": "B"}))
+        )
+        .0,
+        204
+    );
+    assert_eq!(call("GET", &bob_path, None).2["lastName"], "B");
+    assert_eq!(login(&agent, &kc, "bob", "bob-pw-123").0, 200);
+    assert_eq!(
+        call(
+            "PUT",
+            &bob_path,
+            Some(serde_json::json!({"username": "alice"}))
+        ),
+        (
+            409,
+            None,
+            serde_json::json!({"errorMessage": "User exists with same username"})
+        )
+    );
+
+    // Paging (sorted by username) and count.
+    for name in ["dave", "erin", "frank"] {
+        kc.add_user(name, "pw-12345678", &[], &[], &[]);
+    }
+    let names = |path: &str| -> Vec<String> {
+        call("GET", path, None)
+            .2
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names("/users?first=0&max=100"),
+        ["alice", "bob", "carol", "dave", "erin", "frank"]
+    );
+    assert_eq!(names("/users?first=2&max=2"), ["carol", "dave"]);
+    assert_eq!(
+        names("/users?first=4&max=2&briefRepresentation=true"),
+        ["erin", "frank"]
+    );
+    assert_eq!(names("/users?first=6&max=2"), Vec::<String>::new());
+    assert_eq!(names("/users?search=da"), ["dave"]);
+    let brief = call("GET", "/users?first=0&max=1&briefRepresentation=true", None).2;
+    assert!(brief[0].get("requiredActions").is_none(), "{brief}");
+    assert!(brief[0]["createdTimestamp"].is_u64());
+    assert_eq!(
+        call("GET", "/users/count", None),
+        (200, None, serde_json::json!(6))
+    );
+
+    // Delete: 204, then 404 everywhere; the sync API agrees.
+    assert_eq!(call("DELETE", &bob_path, None), (204, None, Value::Null));
+    let not_found = (404, None, serde_json::json!({"error": "User not found"}));
+    assert_eq!(call("GET", &bob_path, None), not_found);
+    assert_eq!(call("DELETE", &bob_path, None), not_found);
+    assert_eq!(
+        call("PUT", &bob_path, Some(serde_json::json!({"enabled": true}))),
+        not_found
+    );
+    assert!(!kc.user_exists("bob"));
+    assert_eq!(call("GET", "/users/count", None).2, 5);
+    assert_error(
+        login(&agent, &kc, "bob", "bob-pw-123"),
+        401,
+        "invalid_grant",
+        "Invalid user credentials",
+    );
+    kc.delete_user("dave");
+    assert!(!kc.user_exists("dave"));
+    assert_eq!(
+        call("GET", "/users?username=dave&exact=true", None).2,
+        serde_json::json!([])
+    );
+    assert_eq!(kc.admin_requests("POST", "/users"), 8);
+    assert_eq!(kc.admin_requests("DELETE", &bob_id), 2);
+}
+
+#[test]
+fn admin_api_passwords() {
+    let kc = FakeKeycloak::start();
+    let agent = agent(Duration::from_secs(5));
+    kc.add_user("alice", "alice-old-pw", &[], &[], &[]);
+    let token = service_token(&agent, &kc);
+    let id = kc.user_id("alice").unwrap();
+    let reset = |value: Value| {
+        admin_call(
+            &agent,
+            "PUT",
+            &admin_url(&kc, &format!("/users/{id}/reset-password")),
+            Some(&token),
+            Some(value),
+        )
+    };
+    let credentials = || {
+        admin_call(
+            &agent,
+            "GET",
+            &admin_url(&kc, &format!("/users/{id}/credentials")),
+            Some(&token),
+            None,
+        )
+    };
+
+    // Credentials list: one password credential, no secret.
+    let (status, _, list) = credentials();
+    assert_eq!(status, 200);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let credential = &list[0];
+    assert_eq!(credential["type"], "password");
+    assert_eq!(credential["id"].as_str().unwrap().len(), 36);
+    assert!(credential.get("value").is_none() && credential.get("secretData").is_none());
+    assert_eq!(
+        credential["createdDate"].as_u64(),
+        kc.password_created_ms("alice")
+    );
+    let data: Value = serde_json::from_str(credential["credentialData"].as_str().unwrap()).unwrap();
+    assert_eq!(data["algorithm"], "argon2");
+
+    // Reset: 204; createdDate advances; the new password works in the grant, the old does not.
+    kc.set_password_created_ms("alice", 1_000);
+    assert_eq!(kc.password_created_ms("alice"), Some(1_000));
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(
+        reset(serde_json::json!({"type": "password", "value": "alice-new-pw", "temporary": false})),
+        (204, None, Value::Null)
+    );
+    let created = kc.password_created_ms("alice").unwrap();
+    assert!(created >= before, "{created} < {before}");
+    let (_, _, list) = credentials();
+    assert_eq!(list[0]["createdDate"].as_u64(), Some(created));
+    assert_eq!(
+        list[0]["id"], credential["id"],
+        "reset keeps the credential id"
+    );
+    assert!(kc.check_password("alice", "alice-new-pw"));
+    assert!(!kc.check_password("alice", "alice-old-pw"));
+    assert_eq!(login(&agent, &kc, "alice", "alice-new-pw").0, 200);
+    assert_error(
+        login(&agent, &kc, "alice", "alice-old-pw"),
+        401,
+        "invalid_grant",
+        "Invalid user credentials",
+    );
+
+    // Policy violations (Keycloak 26's shape); nothing changes.
+    assert_eq!(
+        reset(serde_json::json!({"type": "password", "value": "short", "temporary": false})),
+        (
+            400,
+            None,
+            serde_json::json!({
+                "error": "invalidPasswordMinLengthMessage",
+                "error_description": "Invalid password: minimum length 8."
+            })
+        )
+    );
+    assert_eq!(
+        reset(serde_json::json!({"type": "password", "value": "alice", "temporary": false})).0,
+        400
+    );
+    kc.add_user("longusername", "pw-12345678", &[], &[], &[]);
+    let long_id = kc.user_id("longusername").unwrap();
+    let (status, _, body) = admin_call(
+        &agent,
+        "PUT",
+        &admin_url(&kc, &format!("/users/{long_id}/reset-password")),
+        Some(&token),
+        Some(serde_json::json!({"type": "password", "value": "longusername", "temporary": false})),
+    );
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            serde_json::json!({
+                "error": "invalidPasswordNotUsernameMessage",
+                "error_description": "Invalid password: must not be equal to the username."
+            })
+        )
+    );
+    assert!(kc.check_password("alice", "alice-new-pw"));
+    assert_eq!(kc.password_created_ms("alice"), Some(created));
+    assert_eq!(
+        reset(serde_json::json!({"type": "password"})),
+        (
+            400,
+            None,
+            serde_json::json!({"error": "No password provided"})
+        )
+    );
+
+    // A temporary password: the grant refuses until a permanent one is set.
+    assert_eq!(
+        reset(serde_json::json!({"type": "password", "value": "temp-pw-123", "temporary": true})).0,
+        204
+    );
+    let user = admin_call(
+        &agent,
+        "GET",
+        &admin_url(&kc, &format!("/users/{id}")),
+        Some(&token),
+        None,
+    )
+    .2;
+    assert_eq!(
+        user["requiredActions"],
+        serde_json::json!(["UPDATE_PASSWORD"])
+    );
+    assert_error(
+        login(&agent, &kc, "alice", "temp-pw-123"),
+        400,
+        "invalid_grant",
+        "Account is not fully set up",
+    );
+    assert_eq!(
+        reset(serde_json::json!({"type": "password", "value": "alice-3rd-pw", "temporary": false}))
+            .0,
+        204
+    );
+    assert_eq!(login(&agent, &kc, "alice", "alice-3rd-pw").0, 200);
+
+    // The sync API's set_password updates createdDate too.
+    kc.set_password_created_ms("alice", 2_000);
+    kc.set_password("alice", "alice-4th-pw");
+    assert!(kc.password_created_ms("alice").unwrap() >= created);
+    assert_eq!(kc.admin_requests("PUT", "/reset-password"), 7);
+    assert_eq!(
+        reset(serde_json::json!({"value": "whatever-123"})).0,
+        204,
+        "type is not checked"
+    );
+    assert_eq!(kc.password_created_ms("nobody"), None);
+    assert!(!kc.check_password("nobody", "x"));
+}
+
+#[test]
+fn admin_api_groups_roles_and_clients() {
+    let kc = FakeKeycloak::start();
+    let agent = agent(Duration::from_secs(5));
+    kc.add_user(
+        "alice",
+        "alice-pw-1",
+        &["site-admin"],
+        &["operator", "viewer"],
+        &["ops", "/site/leads"],
+    );
+    let nurses_id = kc.add_group("nurses");
+    assert_eq!(kc.add_group("/nurses/"), nurses_id, "stable ids");
+    let token = service_token(&agent, &kc);
+    let call = |method: &str, path: &str| {
+        admin_call(&agent, method, &admin_url(&kc, path), Some(&token), None)
+    };
+    let id = kc.user_id("alice").unwrap();
+
+    // Groups: top level only, by name; search nests matches under their top-level ancestor.
+    let (status, _, groups) = call("GET", "/groups");
+    assert_eq!(status, 200);
+    let paths: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/nurses", "/ops", "/site"]);
+    assert_eq!(groups[0]["id"], nurses_id.as_str());
+    assert_eq!(groups[0]["name"], "nurses");
+    assert_eq!(groups[0]["subGroups"], serde_json::json!([]));
+    assert_eq!(groups[2]["subGroupCount"], 1);
+    let (_, _, found) = call("GET", "/groups?search=OPS");
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(found[0]["path"], "/ops");
+    let (_, _, found) = call("GET", "/groups?search=lead");
+    assert_eq!(found[0]["path"], "/site");
+    assert_eq!(found[0]["subGroups"][0]["path"], "/site/leads");
+    assert_eq!(found[0]["subGroups"][0]["parentId"], found[0]["id"]);
+    assert_eq!(call("GET", "/groups?search=zzz").2, serde_json::json!([]));
+    let (status, _, leads) = call("GET", "/group-by-path/site/leads");
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&leads["name"], &leads["path"]),
+        (
+            &serde_json::json!("leads"),
+            &serde_json::json!("/site/leads")
+        )
+    );
+    assert_eq!(
+        call("GET", "/group-by-path/site/nope"),
+        (
+            404,
+            None,
+            serde_json::json!({"error": "Group path does not exist"})
+        )
+    );
+
+    // Membership: list, join, leave (idempotent), unknown group.
+    let user_group_paths = || -> Vec<String> {
+        call("GET", &format!("/users/{id}/groups"))
+            .2
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(user_group_paths(), ["/ops", "/site/leads"]);
+    let membership = format!("/users/{id}/groups/{nurses_id}");
+    assert_eq!(
+        admin_call(
+            &agent,
+            "PUT",
+            &admin_url(&kc, &membership),
+            Some(&token),
+            None
+        ),
+        (204, None, Value::Null)
+    );
+    assert_eq!(user_group_paths(), ["/nurses", "/ops", "/site/leads"]);
+    assert_eq!(kc.user_groups("alice"), ["/nurses", "/ops", "/site/leads"]);
+    let ops_id = groups[1]["id"].as_str().unwrap();
+    assert_eq!(
+        call("DELETE", &format!("/users/{id}/groups/{ops_id}")).0,
+        204
+    );
+    assert_eq!(
+        call("DELETE", &format!("/users/{id}/groups/{ops_id}")).0,
+        204
+    );
+    assert_eq!(kc.user_groups("alice"), ["/nurses", "/site/leads"]);
+    assert_eq!(
+        call("DELETE", &format!("/users/{id}/groups/no-such-group")),
+        (404, None, serde_json::json!({"error": "Group not found"}))
+    );
+    let (_, tokens) = login(&agent, &kc, "alice", "alice-pw-1");
+    let claims = verify(
+        &agent,
+        &kc,
+        tokens["access_token"].as_str().unwrap(),
+        "account",
+    );
+    assert_eq!(
+        claims["groups"],
+        serde_json::json!(["/site/leads", "/nurses"])
+    );
+
+    // Realm role mappings: direct ones (with the composite default role), then effective ones.
+    let (status, _, realm_roles) = call("GET", &format!("/users/{id}/role-mappings/realm"));
+    assert_eq!(status, 200);
+    let site_admin = realm_roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "site-admin")
+        .unwrap_or_else(|| panic!("{realm_roles}"));
+    assert_eq!(site_admin["composite"], false);
+    assert_eq!(site_admin["clientRole"], false);
+    assert_eq!(site_admin["id"].as_str().unwrap().len(), 36);
+    let realm_id = site_admin["containerId"].as_str().unwrap();
+    let names: HashSet<String> = realm_roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from(["site-admin".into(), "default-roles-site".into()])
+    );
+    let (_, _, effective) = call("GET", &format!("/users/{id}/role-mappings/realm/composite"));
+    assert_eq!(effective.as_array().unwrap().len(), 4, "{effective}");
+    let again = call("GET", &format!("/users/{id}/role-mappings/realm")).2;
+    assert_eq!(again, realm_roles, "stable role ids");
+
+    // Clients and client role mappings.
+    let (status, _, clients) = call("GET", "/clients?clientId=edgeauth");
+    assert_eq!(status, 200);
+    assert_eq!(clients.as_array().unwrap().len(), 1);
+    assert_eq!(clients[0]["clientId"], "edgeauth");
+    assert_eq!(clients[0]["serviceAccountsEnabled"], true);
+    let client_uuid = clients[0]["id"].as_str().unwrap();
+    assert_ne!(client_uuid, realm_id);
+    assert_eq!(
+        call("GET", "/clients?clientId=nope").2,
+        serde_json::json!([])
+    );
+    assert!(call("GET", "/clients").2.as_array().unwrap().len() > 1);
+    let (status, _, client_roles) = call(
+        "GET",
+        &format!("/users/{id}/role-mappings/clients/{client_uuid}"),
+    );
+    assert_eq!(status, 200);
+    let names: Vec<&str> = client_roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["operator", "viewer"]);
+    assert_eq!(client_roles[0]["clientRole"], true);
+    assert_eq!(client_roles[0]["composite"], false);
+    assert_eq!(client_roles[0]["containerId"], client_uuid);
+    assert_eq!(
+        call(
+            "GET",
+            &format!("/users/{id}/role-mappings/clients/no-such-client")
+        ),
+        (404, None, serde_json::json!({"error": "Client not found"}))
+    );
+    assert_eq!(
+        call("GET", "/users/no-such-user/role-mappings/realm"),
+        (404, None, serde_json::json!({"error": "User not found"}))
+    );
 }

@@ -7,61 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::Appliance;
 use support::fake_keycloak::{FakeKeycloak, Fault};
 
-/// Deep-merges `over` into `base` (tables merge, values replace).
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
-/// An appliance wired to `kc`, with quick resilience settings, overridden by `extra` TOML.
-fn appliance(kc: &FakeKeycloak, extra: &str) -> Appliance {
-    let base = format!(
-        "[keycloak]\nserver = \"{}\"\nrealm = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"client-secret\"\n\
-         [keycloak.resilience]\nfailure_threshold = 2\ncooldown = \"1s\"\nhalf_open_timeout = \"1s\"\n\
-         health_check_interval = \"1s\"\nhealth_check_timeout = \"2s\"\nrequest_timeout = \"2s\"\n",
-        kc.base_url(),
-        kc.realm(),
-        kc.client_id()
-    );
-    let mut table: toml::Table = base.parse().unwrap();
-    merge(&mut table, extra.parse().unwrap());
-    let a = Appliance::new(&toml::to_string(&table).unwrap());
-    std::fs::write(
-        a.dir.path().join("client-secret"),
-        format!("{}\n", kc.client_secret()),
-    )
-    .unwrap();
-    a
-}
-
-fn status(a: &Appliance) -> serde_json::Value {
-    a.request("GET", "/api/v1/status", &[], None).body
-}
-
-/// Waits until the status's keycloak.status is `want` (the monitor probes every second).
-fn wait_status(a: &Appliance, want: &str) -> Duration {
-    let started = Instant::now();
-    loop {
-        let s = status(a);
-        if s["keycloak"]["status"] == want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "keycloak status never became {want}: {s}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{appliance, status, wait_status};
 
 #[test]
 fn online_login_maps_roles_and_groups_and_captures_the_user() {

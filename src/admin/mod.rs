@@ -48,6 +48,20 @@ pub enum AdminRequest {
         username: String,
         password: Secret,
     },
+    UserGroup {
+        tenant: String,
+        username: String,
+        group: String,
+        join: bool,
+    },
+    SyncOnce,
+    SyncList,
+    SyncRetry {
+        id: u64,
+    },
+    SyncDrop {
+        id: u64,
+    },
     Status,
     DbCheck,
     DbBackup {
@@ -133,6 +147,104 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
         } => {
             let n = accounts::set_password(app, &key(&tenant, &username)?, &password).await?;
             Ok(json!({"revoked_sessions": n}))
+        }
+        AdminRequest::UserGroup {
+            tenant,
+            username,
+            group,
+            join,
+        } => {
+            let groups = accounts::set_group(app, &key(&tenant, &username)?, &group, join).await?;
+            Ok(json!({"groups": groups}))
+        }
+        AdminRequest::SyncOnce => {
+            let Some(kc) = app.keycloak.clone() else {
+                return Err(AppError::Usage(
+                    "no Keycloak is configured; there is nothing to sync".into(),
+                ));
+            };
+            // An operator asking is a reason to look now, not to wait for the next probe.
+            if let crate::keycloak::outcome::Outcome::Unavailable(u) =
+                crate::resilience::monitor::probe_now(app, &kc).await
+            {
+                return Err(AppError::Refused(format!(
+                    "Keycloak is unreachable ({u}); the queue is kept for later"
+                )));
+            }
+            let r = crate::sync::cycle(app).await?;
+            Ok(to_value(&r))
+        }
+        AdminRequest::SyncList => {
+            let items = app.store.read(|r| r.queue_items())?;
+            Ok(Value::Array(
+                items
+                    .iter()
+                    .filter(|i| {
+                        !matches!(
+                            i.status,
+                            crate::store::queue::ItemStatus::Done
+                                | crate::store::queue::ItemStatus::Superseded
+                        )
+                    })
+                    .map(|i| {
+                        json!({
+                            "id": i.id, "tenant": i.tenant, "username": i.username, "kind": i.kind,
+                            "status": i.status, "attempts": i.attempts, "queued_at": i.queued_at,
+                            "next_attempt_at": i.next_attempt_at, "last_error": i.last_error,
+                        })
+                    })
+                    .collect(),
+            ))
+        }
+        AdminRequest::SyncRetry { id } => {
+            let now = app.clock.now();
+            let found = crate::auth::write(&app.store, move |w| {
+                let Some(mut item) = w.queue_item(id)? else {
+                    return Ok(None);
+                };
+                if item.status != crate::store::queue::ItemStatus::Dead {
+                    return Ok(Some(false));
+                }
+                item.status = crate::store::queue::ItemStatus::Pending;
+                item.attempts = 0;
+                item.next_attempt_at = now;
+                item.updated_at = now;
+                w.put_queue_item(&item)?;
+                Ok(Some(true))
+            })
+            .await?;
+            match found {
+                None => Err(AppError::Refused(format!("no queue item #{id}"))),
+                Some(false) => Err(AppError::Refused(format!(
+                    "queue item #{id} is not dead; only dead items are retried by hand"
+                ))),
+                Some(true) => {
+                    app.sync_wakeup.notify_one();
+                    Ok(json!({"id": id, "status": "pending"}))
+                }
+            }
+        }
+        AdminRequest::SyncDrop { id } => {
+            let dropped = crate::auth::write(&app.store, move |w| {
+                let Some(item) = w.queue_item(id)? else {
+                    return Ok(None);
+                };
+                if item.status.is_open() {
+                    return Ok(Some(false));
+                }
+                w.remove_queue_item(id).map(Some)
+            })
+            .await?;
+            match dropped {
+                None => Err(AppError::Refused(format!("no queue item #{id}"))),
+                Some(false) => Err(AppError::Refused(format!(
+                    "queue item #{id} is still pending; only finished or dead items are dropped"
+                ))),
+                Some(true) => {
+                    log::info!("sync queue item #{id} dropped by an operator");
+                    Ok(json!({"id": id, "dropped": true}))
+                }
+            }
         }
         AdminRequest::Status => {
             let a = app.clone();

@@ -11,6 +11,7 @@ use super::password::policy_check;
 use crate::app::App;
 use crate::crypto::Secret;
 use crate::domain::{Source, Tenant, UserKey};
+use crate::keycloak::outcome::Outcome;
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::RevokeReason;
 use crate::store::users::UserRecord;
@@ -103,12 +104,6 @@ fn admin_audit(key: &UserKey, now: u64, outcome: &str) -> AuditRecord {
 }
 
 pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError> {
-    if new.source == Source::Keycloak {
-        return Err(AccountError::Invalid(
-            "provisioning users into Keycloak is not available in this build; add a local user with --local"
-                .into(),
-        ));
-    }
     policy_check(
         app.config.auth.min_password_length,
         new.key.username.as_str(),
@@ -119,6 +114,67 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
     super::check_password_input("password", new.password.expose())?;
     let roles = clean_names("role", &new.roles)?;
     let groups = clean_names("group", &new.groups)?;
+    if app.store.read(|r| r.user(&new.key))?.is_some() {
+        return Err(AccountError::Exists(new.key));
+    }
+    // Keycloak users: provisioned centrally now, or queued while Keycloak is unreachable.
+    let mut queued = None;
+    if new.source == Source::Keycloak {
+        let kc = app.keycloak.clone().ok_or_else(|| {
+            AccountError::Invalid("no Keycloak is configured; add a local user with --local".into())
+        })?;
+        crate::resilience::monitor::refresh_if_stale(app, &kc).await;
+        let tier = kc.tier(&new.key.tenant);
+        let (k, t, u, p, g) = (
+            kc.clone(),
+            tier.clone(),
+            new.key.username.to_string(),
+            new.password.clone(),
+            groups.clone(),
+        );
+        let out = kc
+            .call(&app.metrics, "provision", move || {
+                let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
+                let id = match admin.create_user(&u, Some(&p), true) {
+                    Outcome::Ok(id) => id,
+                    Outcome::Rejected(r) => return Outcome::Rejected(r),
+                    Outcome::Unavailable(x) => return Outcome::Unavailable(x),
+                };
+                for group in g {
+                    match admin.set_group(&id, &group, true) {
+                        Outcome::Ok(()) => {}
+                        Outcome::Rejected(r) => return Outcome::Rejected(r),
+                        Outcome::Unavailable(x) => return Outcome::Unavailable(x),
+                    }
+                }
+                Outcome::Ok(())
+            })
+            .await;
+        match out {
+            Outcome::Ok(()) => {}
+            Outcome::Rejected(r) => {
+                return Err(AccountError::Invalid(format!(
+                    "Keycloak refused the new user: {r}"
+                )));
+            }
+            Outcome::Unavailable(u) if app.config.degraded.allow_user_creation => {
+                log::info!(
+                    "Keycloak unavailable ({u}); {} is created here and queued for Keycloak",
+                    new.key
+                );
+                queued = Some(crate::sync::Payload::UserProvision {
+                    password: new.password.clone(),
+                    enabled: true,
+                    groups: groups.clone(),
+                });
+            }
+            Outcome::Unavailable(u) => {
+                return Err(AccountError::Invalid(format!(
+                    "Keycloak is unreachable ({u}) and degraded.allow_user_creation is false; try again when it is back, or add a local user with --local"
+                )));
+            }
+        }
+    }
     let phc = app
         .hasher
         .hash(&new.password)
@@ -135,15 +191,19 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
         enabled: true,
         created_at: now,
         updated_at: now,
-        last_online_auth: None,
+        // Keycloak accepted (or will accept) this password now: it may be used offline.
+        last_online_auth: (new.source == Source::Keycloak).then_some(now),
         tokens_at: None,
     };
-    let u = user.clone();
+    let (u, app2) = (user.clone(), app.clone());
     let created = super::write(&app.store, move |w| {
         if w.user(&u.key())?.is_some() {
             return Ok(false);
         }
         w.put_user(&u)?;
+        if let Some(p) = &queued {
+            crate::sync::enqueue(&app2, w, &u.key(), p, now)?;
+        }
         w.append_audit(&admin_audit(&u.key(), now, "user_added"))?;
         Ok(true)
     })
@@ -277,4 +337,95 @@ pub async fn set_password(
         key.tenant
     );
     Ok(revoked)
+}
+
+/// Adds the user to a group (`join`) or removes them. Keycloak users: in Keycloak first, or
+/// queued while it is unreachable when `degraded.allow_group_changes` allows.
+pub async fn set_group(
+    app: &Arc<App>,
+    key: &UserKey,
+    group: &str,
+    join: bool,
+) -> Result<Vec<String>, AccountError> {
+    let group = clean_names("group", &[group.to_owned()])?
+        .pop()
+        .unwrap_or_default();
+    let user = app
+        .store
+        .read(|r| r.user(key))?
+        .ok_or_else(|| AccountError::NotFound(key.clone()))?;
+    let mut queued = None;
+    if user.source == Source::Keycloak
+        && let Some(kc) = app.keycloak.clone()
+    {
+        crate::resilience::monitor::refresh_if_stale(app, &kc).await;
+        let tier = kc.tier(&key.tenant);
+        let (k, t, u, g) = (
+            kc.clone(),
+            tier.clone(),
+            key.username.to_string(),
+            group.clone(),
+        );
+        let out = kc
+            .call(&app.metrics, "group_change", move || {
+                let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
+                match admin.find_user(&u) {
+                    Outcome::Ok(Some(found)) => admin.set_group(&found.id, &g, join),
+                    Outcome::Ok(None) => {
+                        Outcome::Rejected(crate::keycloak::outcome::Rejection::Other {
+                            status: 404,
+                            error: "user_not_found".into(),
+                            description: "Keycloak has no such user".into(),
+                        })
+                    }
+                    Outcome::Rejected(r) => Outcome::Rejected(r),
+                    Outcome::Unavailable(x) => Outcome::Unavailable(x),
+                }
+            })
+            .await;
+        match out {
+            Outcome::Ok(()) => {}
+            Outcome::Rejected(r) => {
+                return Err(AccountError::Invalid(format!(
+                    "Keycloak refused the group change: {r}"
+                )));
+            }
+            Outcome::Unavailable(_) if app.config.degraded.allow_group_changes => {
+                queued = Some(crate::sync::Payload::GroupChange {
+                    group: group.clone(),
+                    join,
+                });
+            }
+            Outcome::Unavailable(u) => {
+                return Err(AccountError::Invalid(format!(
+                    "Keycloak is unreachable ({u}) and degraded.allow_group_changes is false; try again when it is back"
+                )));
+            }
+        }
+    }
+    let now = app.clock.now();
+    let (k, app2) = (key.clone(), app.clone());
+    let groups = super::write(&app.store, move |w| {
+        let Some(mut u) = w.user(&k)? else {
+            return Ok(None);
+        };
+        u.groups.retain(|g| *g != group);
+        if join {
+            u.groups.push(group.clone());
+        }
+        u.updated_at = now;
+        w.put_user(&u)?;
+        if let Some(p) = &queued {
+            crate::sync::enqueue(&app2, w, &k, p, now)?;
+        }
+        w.append_audit(&admin_audit(
+            &k,
+            now,
+            if join { "group_added" } else { "group_removed" },
+        ))?;
+        Ok(Some(u.groups))
+    })
+    .await?
+    .ok_or_else(|| AccountError::NotFound(key.clone()))?;
+    Ok(groups)
 }

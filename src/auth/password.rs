@@ -9,8 +9,11 @@ use serde::Serialize;
 use super::regulation::{after_failure, banned_for, ip_subject, user_subject};
 use super::{AuthError, Client, check_password_input, user_key};
 use crate::app::App;
+use crate::config::PasswordChangePolicy;
 use crate::crypto::{Secret, SessionDigest, Verified};
 use crate::domain::Source;
+use crate::keycloak::admin::Admin;
+use crate::keycloak::outcome::{Outcome, Rejection};
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::RevokeReason;
 
@@ -85,13 +88,10 @@ pub async fn change_password(
     if let Some(retry_after) = banned {
         return Err(AuthError::TooManyAttempts { retry_after });
     }
-    let verified = app
-        .hasher
-        .verify(
-            &req.old_password,
-            user.as_ref().and_then(|u| u.password_hash.as_deref()),
-        )
-        .await?;
+    let keycloak = app
+        .keycloak
+        .clone()
+        .filter(|_| user.as_ref().is_some_and(|u| u.source == Source::Keycloak));
     let audit = |outcome: &str| AuditRecord {
         at: now,
         event: AuditEvent::PasswordChange,
@@ -101,11 +101,10 @@ pub async fn change_password(
         outcome: outcome.into(),
         auth_mode: None,
     };
-    let user = match user {
-        Some(u) if verified != Verified::NoMatch => u,
-        _ => {
-            let cfg = app.config.regulation.clone();
-            let row = audit("invalid_credentials");
+    let fail = |us: String, is: Option<String>| {
+        let cfg = app.config.regulation.clone();
+        let row = audit("invalid_credentials");
+        async move {
             let retry = super::write(&app.store, move |w| {
                 let mut retry = None;
                 for (subject, limit) in [(Some(us), cfg.max_retries), (is, cfg.max_retries_per_ip)]
@@ -119,20 +118,56 @@ pub async fn change_password(
                 Ok(retry)
             })
             .await?;
-            return Err(match retry {
+            Ok::<AuthError, AuthError>(match retry {
                 Some(retry_after) => AuthError::TooManyAttempts { retry_after },
                 None => AuthError::InvalidCredentials,
-            });
+            })
         }
+    };
+
+    // Is the old password right? Keycloak decides while it answers; the local hash otherwise.
+    let mut online = false;
+    if let Some(kc) = &keycloak {
+        let tier = kc.tier(&key.tenant);
+        let (t, u, p) = (
+            tier.clone(),
+            key.username.to_string(),
+            req.old_password.clone(),
+        );
+        match kc
+            .call(&app.metrics, "password_grant", move || {
+                t.client.password_grant(&t.endpoints(), &u, &p)
+            })
+            .await
+        {
+            Outcome::Ok(_) => online = true,
+            Outcome::Rejected(Rejection::AccountDisabled) => {
+                return Err(AuthError::AccountDisabled);
+            }
+            Outcome::Rejected(_) => return Err(fail(us, is).await?),
+            Outcome::Unavailable(_) => {}
+        }
+    }
+    let user = if online {
+        user
+    } else {
+        let verified = app
+            .hasher
+            .verify(
+                &req.old_password,
+                user.as_ref().and_then(|u| u.password_hash.as_deref()),
+            )
+            .await?;
+        if verified == Verified::NoMatch {
+            return Err(fail(us, is).await?);
+        }
+        user
+    };
+    let Some(user) = user else {
+        return Err(fail(us, is).await?);
     };
     if !user.enabled {
         return Err(AuthError::AccountDisabled);
-    }
-    if user.source == Source::Keycloak {
-        return Err(AuthError::DegradedModeForbidden(
-            "this user's password lives in Keycloak, and this appliance has no Keycloak connection to change it"
-                .into(),
-        ));
     }
     policy_check(
         app.config.auth.min_password_length,
@@ -142,12 +177,71 @@ pub async fn change_password(
     )
     .map_err(AuthError::WeakPassword)?;
 
+    // Keycloak users: the central password first (its policy may refuse), else queue or deny.
+    let mut mode = PasswordMode::LocalOnly;
+    if let Some(kc) = &keycloak {
+        let mut reached = false;
+        if online {
+            let tier = kc.tier(&key.tenant);
+            let (k, t, u, p) = (
+                kc.clone(),
+                tier.clone(),
+                key.username.to_string(),
+                req.new_password.clone(),
+            );
+            let out = kc
+                .call(&app.metrics, "reset_password", move || {
+                    let admin = Admin::new(&t, &k.admin_tokens);
+                    match admin.find_user(&u) {
+                        Outcome::Ok(Some(found)) => admin.reset_password(&found.id, &p),
+                        Outcome::Ok(None) => Outcome::Rejected(Rejection::Other {
+                            status: 404,
+                            error: "user_not_found".into(),
+                            description: "Keycloak has no such user".into(),
+                        }),
+                        Outcome::Rejected(r) => Outcome::Rejected(r),
+                        Outcome::Unavailable(x) => Outcome::Unavailable(x),
+                    }
+                })
+                .await;
+            match out {
+                Outcome::Ok(()) => {
+                    reached = true;
+                    mode = PasswordMode::Synchronized;
+                }
+                Outcome::Rejected(Rejection::Other { description, .. }) => {
+                    audit_only(app, audit("weak_password")).await?;
+                    return Err(AuthError::WeakPassword(description));
+                }
+                Outcome::Rejected(r) => {
+                    audit_only(app, audit("keycloak_rejected")).await?;
+                    return Err(AuthError::WeakPassword(r.to_string()));
+                }
+                Outcome::Unavailable(_) => {}
+            }
+        }
+        if !reached {
+            if app.config.degraded.password_change == PasswordChangePolicy::Deny {
+                audit_only(app, audit("degraded_mode_forbidden")).await?;
+                return Err(AuthError::DegradedModeForbidden(
+                    "Keycloak is unreachable and this site does not accept password changes until it is back".into(),
+                ));
+            }
+            mode = PasswordMode::LocalOnlyQueued;
+        }
+    }
+
     let phc = app.hasher.hash(&req.new_password).await?;
     let mut updated = user;
     updated.password_hash = Some(phc);
     updated.updated_at = now;
     let keep = current;
     let row = audit("ok");
+    let queued =
+        (mode == PasswordMode::LocalOnlyQueued).then(|| crate::sync::Payload::PasswordChange {
+            password: req.new_password.clone(),
+        });
+    let app2 = app.clone();
     let revoked = super::write(&app.store, move |w| {
         // Keep the caller's own session only if it belongs to this user.
         let keep = match keep {
@@ -164,21 +258,28 @@ pub async fn change_password(
             keep.as_ref(),
         )?;
         w.clear_strikes(&us_for(&updated))?;
+        if let Some(p) = &queued {
+            crate::sync::enqueue(&app2, w, &updated.key(), p, now)?;
+        }
         w.append_audit(&row)?;
         Ok(n)
     })
     .await?;
     log::debug!(
-        "password changed user={} tenant={} mode=local_only revoked_sessions={revoked}",
+        "password changed user={} tenant={} mode={mode:?} revoked_sessions={revoked}",
         key.username,
         key.tenant
     );
     Ok(PasswordChanged {
         local_updated: true,
-        keycloak_updated: false,
-        mode: PasswordMode::LocalOnly,
+        keycloak_updated: mode == PasswordMode::Synchronized,
+        mode,
         revoked_sessions: revoked,
     })
+}
+
+async fn audit_only(app: &App, row: AuditRecord) -> Result<(), AuthError> {
+    super::write(&app.store, move |w| w.append_audit(&row).map(|_| ())).await
 }
 
 fn us_for(u: &crate::store::users::UserRecord) -> String {

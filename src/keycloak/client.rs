@@ -70,6 +70,14 @@ impl std::fmt::Debug for TokenSet {
     }
 }
 
+/// An admin API answer, before interpretation.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
 #[derive(Clone)]
 pub struct KeycloakClient {
     settings: Arc<ClientSettings>,
@@ -288,6 +296,60 @@ impl KeycloakClient {
             },
             Err(e) => Outcome::Unavailable(transport(e)),
         }
+    }
+
+    /// The service account's token (client_credentials grant), for the admin API.
+    pub fn client_credentials(&self, ep: &Endpoints) -> Outcome<TokenSet> {
+        self.token_call(&ep.token_endpoint, &[("grant_type", "client_credentials")])
+    }
+
+    /// One admin API request with a bearer token. Transport failures are Unavailable; any
+    /// HTTP answer is returned as it is, for the admin layer to judge.
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        bearer: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<RawResponse, Unavailable> {
+        let builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", format!("Bearer {bearer}"))
+            .header("accept", "application/json");
+        let result = match body {
+            Some(json) => {
+                let req = builder
+                    .header("content-type", "application/json")
+                    .body(json.to_string())
+                    .map_err(|e| Unavailable::new(UnavailableKind::Misconfigured, e.to_string()))?;
+                self.agent.run(req)
+            }
+            None => {
+                let req = builder
+                    .body(())
+                    .map_err(|e| Unavailable::new(UnavailableKind::Misconfigured, e.to_string()))?;
+                self.agent.run(req)
+            }
+        };
+        let res = result.map_err(transport)?;
+        let status = res.status().as_u16();
+        let location = res
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = res
+            .into_body()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(transport)?;
+        Ok(RawResponse {
+            status,
+            location,
+            body: text,
+        })
     }
 
     /// The health probe: `health_url` if set, else the discovery document; bounded by

@@ -5,6 +5,7 @@
 //! the call runs on the blocking pool bounded by `request_timeout`, and its outcome feeds the
 //! breaker (only outages count) and the metrics.
 
+pub mod admin;
 pub mod client;
 pub mod diagnose;
 pub mod outcome;
@@ -207,6 +208,8 @@ pub struct Keycloak {
     tenants: HashMap<String, Arc<Tier>>,
     pub breaker: Breaker,
     pub health: Health,
+    /// The service account's admin API token.
+    pub admin_tokens: admin::TokenCache,
 }
 
 impl Keycloak {
@@ -281,6 +284,7 @@ impl Keycloak {
                 half_open_timeout: r.half_open_timeout.0,
             }),
             health: Health::default(),
+            admin_tokens: admin::TokenCache::default(),
         }))
     }
 

@@ -157,50 +157,12 @@ pub async fn run(
     app: std::sync::Arc<crate::app::App>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use crate::keycloak::outcome::Outcome;
     let Some(kc) = app.keycloak.clone() else {
         return;
     };
     let interval = app.config.keycloak.resilience.health_check_interval.0;
     loop {
-        let tier = kc.tier(&crate::domain::Tenant::default_tenant());
-        let probe = {
-            let t = tier.clone();
-            tokio::task::spawn_blocking(move || t.client.probe()).await
-        };
-        let now = app.clock.now();
-        let outcome = probe.unwrap_or_else(|e| {
-            Outcome::Unavailable(crate::keycloak::outcome::Unavailable::new(
-                crate::keycloak::outcome::UnavailableKind::Connect,
-                e.to_string(),
-            ))
-        });
-        match outcome {
-            Outcome::Ok(()) | Outcome::Rejected(_) => {
-                if kc.health.reachable(now) {
-                    log::info!("Keycloak is reachable again");
-                }
-                // A good probe is direct evidence that Keycloak is back: close the breaker
-                // now rather than after the cooldown, which only paces login-driven trials.
-                kc.breaker.success();
-                let (a, k) = (app.clone(), kc.clone());
-                let _ = tokio::task::spawn_blocking(move || refresh_documents(&a, &k)).await;
-            }
-            Outcome::Unavailable(u) => {
-                if kc.health.unreachable(now, u.to_string()) {
-                    log::warn!("Keycloak is unreachable: {u}");
-                }
-                if u.kind.is_outage() && kc.breaker.failure(std::time::Instant::now()) {
-                    log::warn!("circuit breaker opened by the health monitor");
-                }
-            }
-        }
-        app.metrics
-            .set_circuit_state(match kc.breaker.view(std::time::Instant::now()).state {
-                super::breaker::CircuitState::Closed => 0,
-                super::breaker::CircuitState::HalfOpen => 1,
-                super::breaker::CircuitState::Open => 2,
-            });
+        probe_now(&app, &kc).await;
         let failures = kc.health.view().consecutive_failures;
         let jitter = {
             let mut b = [0u8; 2];
@@ -211,6 +173,61 @@ pub async fn run(
             _ = tokio::time::sleep(next_delay(interval, failures, jitter)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// One probe, recorded as the monitor records it: reachable closes the breaker and wakes the
+/// sync worker on recovery; unreachable counts against the breaker. Returns the outcome.
+pub async fn probe_now(
+    app: &std::sync::Arc<crate::app::App>,
+    kc: &std::sync::Arc<crate::keycloak::Keycloak>,
+) -> crate::keycloak::outcome::Outcome<()> {
+    use crate::keycloak::outcome::{Outcome, Unavailable, UnavailableKind};
+    let tier = kc.tier(&crate::domain::Tenant::default_tenant());
+    let outcome = tokio::task::spawn_blocking(move || tier.client.probe())
+        .await
+        .unwrap_or_else(|e| {
+            Outcome::Unavailable(Unavailable::new(UnavailableKind::Connect, e.to_string()))
+        });
+    let now = app.clock.now();
+    match &outcome {
+        Outcome::Ok(()) | Outcome::Rejected(_) => {
+            if kc.health.reachable(now) {
+                log::info!("Keycloak is reachable again; replaying the sync queue");
+                app.sync_wakeup.notify_one();
+            }
+            // A good probe is direct evidence that Keycloak is back: close the breaker now
+            // rather than after the cooldown, which only paces login-driven trials.
+            kc.breaker.success();
+            let (a, k) = (app.clone(), kc.clone());
+            let _ = tokio::task::spawn_blocking(move || refresh_documents(&a, &k)).await;
+        }
+        Outcome::Unavailable(u) => {
+            if kc.health.unreachable(now, u.to_string()) {
+                log::warn!("Keycloak is unreachable: {u}");
+            }
+            if u.kind.is_outage() && kc.breaker.failure(std::time::Instant::now()) {
+                log::warn!("circuit breaker opened by the health monitor");
+            }
+        }
+    }
+    app.metrics
+        .set_circuit_state(match kc.breaker.view(std::time::Instant::now()).state {
+            super::breaker::CircuitState::Closed => 0,
+            super::breaker::CircuitState::HalfOpen => 1,
+            super::breaker::CircuitState::Open => 2,
+        });
+    outcome
+}
+
+/// Before an operator's action that needs Keycloak: when it does not look online, look again
+/// now rather than act on the last probe's view.
+pub async fn refresh_if_stale(
+    app: &std::sync::Arc<crate::app::App>,
+    kc: &std::sync::Arc<crate::keycloak::Keycloak>,
+) {
+    if kc.status() != KeycloakStatus::Online {
+        probe_now(app, kc).await;
     }
 }
 

@@ -13,7 +13,8 @@ use super::regulation::Strikes;
 use super::sessions::SessionRecord;
 use super::users::UserRecord;
 use super::{
-    AUDIT, KV, META, REGULATION, Result, SESSIONS, Store, StoreError, USER_SESSIONS, USERS, decode,
+    AUDIT, KV, META, QUEUE, REGULATION, Result, SESSIONS, SYNC_LOG, Store, StoreError,
+    USER_SESSIONS, USERS, decode,
 };
 
 /// Rows per table, as `db check` reports them.
@@ -59,6 +60,8 @@ impl Store {
             let dst = out.begin_write()?;
             copy_table(&src, &dst, META)?;
             copy_table(&src, &dst, KV)?;
+            copy_table(&src, &dst, QUEUE)?;
+            copy_table(&src, &dst, SYNC_LOG)?;
             let report = CheckReport {
                 users: copy_table(&src, &dst, USERS)?,
                 sessions: copy_table(&src, &dst, SESSIONS)?,

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod backup;
 pub mod kv;
 pub mod meta;
+pub mod queue;
 pub mod regulation;
 pub mod sessions;
 pub mod users;
@@ -33,6 +34,10 @@ pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 pub(crate) const REGULATION: TableDefinition<&str, &[u8]> = TableDefinition::new("regulation");
 /// Cached documents from Keycloak (discovery, JWKS), so a cold start during an outage serves.
 pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// Changes accepted during an outage, replayed to Keycloak in order (design §9).
+pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("sync_queue");
+/// One record per sync cycle.
+pub(crate) const SYNC_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("sync_log");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -193,6 +198,8 @@ impl Store {
             w.tx.open_table(AUDIT)?;
             w.tx.open_table(REGULATION)?;
             w.tx.open_table(KV)?;
+            w.tx.open_table(QUEUE)?;
+            w.tx.open_table(SYNC_LOG)?;
             Ok(())
         })
         .map_err(|e| match e {

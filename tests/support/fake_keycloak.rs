@@ -16,6 +16,12 @@
 //!   `client_credentials`), `.../logout` (refresh-token logout, 204) and `.../revoke` (200)
 //! * `GET  /health/ready` (`{"status":"UP","checks":[]}`; real Keycloak serves it on the
 //!   management port, here it is the same port)
+//! * the Admin REST API subset edgeauth's sync uses, under `/admin/realms/site` (see the
+//!   "Admin REST API" section below): users (search, page, count, read, create, update, delete),
+//!   `reset-password`, `credentials`, group membership, `groups`, `group-by-path`, realm and
+//!   client role mappings, `clients`. Every call needs `Authorization: Bearer <access token of
+//!   this fake's client_credentials grant>` (service account `service-account-edgeauth`, which
+//!   holds `realm-management` `manage-users`); a user's token gets `403`, anything else `401`.
 //!
 //! Error shapes follow the Keycloak 26 sources (`ClientIdAndSecretAuthenticator`,
 //! `AuthenticationProcessor.handleClientAuthException`, `ValidateUsername`, `ValidatePassword`,
@@ -45,7 +51,7 @@
 //! Signing keys are TEST-ONLY RSA keys committed in `tests/fixtures/fake-keycloak-key-*.pem`,
 //! with their JWK `kid`/`n`/`e` precomputed in `tests/fixtures/fake-keycloak-keys.json`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -55,10 +61,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -77,6 +83,21 @@ const DEFAULT_REALM_ROLES: [&str; 3] =
     ["default-roles-site", "offline_access", "uma_authorization"];
 /// Client roles of the `account` client that come with the default roles (hence `aud: account`).
 const ACCOUNT_CLIENT_ROLES: [&str; 3] = ["manage-account", "manage-account-links", "view-profile"];
+/// The realm's password policy, as Keycloak's `length(8) and notUsername`; checked by the admin
+/// API only (the sync helpers `add_user` / `set_password` set any password).
+const PASSWORD_MIN_LENGTH: usize = 8;
+/// Keycloak's `Constants.DEFAULT_MAX_RESULTS`, the user listing's default `max`.
+const DEFAULT_MAX_RESULTS: usize = 100;
+/// The clients of a fresh Keycloak 26 realm, plus `edgeauth`.
+const CLIENT_IDS: [&str; 7] = [
+    "account",
+    "account-console",
+    "admin-cli",
+    "broker",
+    CLIENT_ID,
+    "realm-management",
+    "security-admin-console",
+];
 /// How long `set_fault` waits for the server thread to apply a fault.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -181,9 +202,11 @@ impl FakeKeycloak {
         self.shared.issuer.clone()
     }
 
-    /// Adds (or replaces, keeping its `sub`) an enabled user. Usernames are case-insensitive.
-    /// `client_roles` are roles of the `edgeauth` client; `groups` are group names or paths
-    /// (`"ops"` becomes `"/ops"`).
+    /// Adds (or replaces, keeping its `sub`, `createdTimestamp` and password credential id) an
+    /// enabled user. Usernames are case-insensitive. `client_roles` are roles of the `edgeauth`
+    /// client; `groups` are group names or paths (`"ops"` becomes `"/ops"`), created in the realm
+    /// (with their parents) if missing. An empty `password` means no password credential. The
+    /// realm password policy is not applied here.
     pub fn add_user(
         &self,
         username: &str,
@@ -194,39 +217,36 @@ impl FakeKeycloak {
     ) {
         let key = username.to_lowercase();
         let mut realm = self.shared.realm();
-        let id = realm
-            .users
-            .get(&key)
-            .map(|u| u.id.clone())
-            .unwrap_or_else(uuid);
-        let user = User {
-            id,
-            username: key.clone(),
-            password: password.to_string(),
-            enabled: true,
-            realm_roles: realm_roles.iter().map(|r| r.to_string()).collect(),
-            client_roles: client_roles.iter().map(|r| r.to_string()).collect(),
-            groups: groups
-                .iter()
-                .map(|g| {
-                    if g.starts_with('/') {
-                        g.to_string()
-                    } else {
-                        format!("/{g}")
-                    }
-                })
-                .collect(),
-        };
+        let groups: Vec<String> = groups.iter().map(|g| group_path(g)).collect();
+        for path in &groups {
+            realm.ensure_group(path);
+        }
+        let mut user = User::new(&key);
+        if let Some(old) = realm.users.remove(&key) {
+            user.id = old.id;
+            user.created_ms = old.created_ms;
+            user.password = old.password;
+        }
+        user.enabled = true;
+        if password.is_empty() {
+            user.password = None;
+        } else {
+            user.set_password(password);
+        }
+        user.realm_roles = realm_roles.iter().map(|r| r.to_string()).collect();
+        user.client_roles = client_roles.iter().map(|r| r.to_string()).collect();
+        user.groups = groups;
         realm.users.insert(key, user);
     }
 
+    /// Sets the user's password (no policy check); the credential's `createdDate` becomes now.
     pub fn set_password(&self, username: &str, password: &str) {
         let mut realm = self.shared.realm();
         let user = realm
             .users
             .get_mut(&username.to_lowercase())
             .unwrap_or_else(|| panic!("fake keycloak: no user {username:?}"));
-        user.password = password.to_string();
+        user.set_password(password);
     }
 
     pub fn set_enabled(&self, username: &str, enabled: bool) {
@@ -304,7 +324,7 @@ impl FakeKeycloak {
     pub fn requests(&self, path_suffix: &str) -> usize {
         lock(&self.shared.requests)
             .iter()
-            .filter(|path| path.ends_with(path_suffix))
+            .filter(|r| r.path.ends_with(path_suffix))
             .count()
     }
 
@@ -315,6 +335,105 @@ impl FakeKeycloak {
 
     pub fn reset_counters(&self) {
         lock(&self.shared.requests).clear();
+    }
+
+    /// The user's id (`sub`, and `{id}` in the admin API).
+    pub fn user_id(&self, username: &str) -> Option<String> {
+        let realm = self.shared.realm();
+        realm
+            .users
+            .get(&username.to_lowercase())
+            .map(|u| u.id.clone())
+    }
+
+    pub fn user_exists(&self, username: &str) -> bool {
+        self.user_id(username).is_some()
+    }
+
+    /// True if `password` is the user's current password.
+    pub fn check_password(&self, username: &str, password: &str) -> bool {
+        let realm = self.shared.realm();
+        realm
+            .users
+            .get(&username.to_lowercase())
+            .and_then(|u| u.password.as_ref())
+            .is_some_and(|p| p.value == password)
+    }
+
+    /// `createdDate` (ms since the epoch) of the user's password credential.
+    pub fn password_created_ms(&self, username: &str) -> Option<u64> {
+        let realm = self.shared.realm();
+        realm
+            .users
+            .get(&username.to_lowercase())
+            .and_then(|u| u.password.as_ref())
+            .map(|p| p.created_ms)
+    }
+
+    /// Overrides the `createdDate` of the user's password credential (which must exist), e.g. to
+    /// make Keycloak's password newer than a change queued at the site.
+    pub fn set_password_created_ms(&self, username: &str, ms: u64) {
+        let mut realm = self.shared.realm();
+        let password = realm
+            .users
+            .get_mut(&username.to_lowercase())
+            .and_then(|u| u.password.as_mut())
+            .unwrap_or_else(|| panic!("fake keycloak: no password for user {username:?}"));
+        password.created_ms = ms;
+    }
+
+    /// The user's group paths (`"/ops"`), sorted; empty for an unknown user.
+    pub fn user_groups(&self, username: &str) -> Vec<String> {
+        let realm = self.shared.realm();
+        let mut groups = realm
+            .users
+            .get(&username.to_lowercase())
+            .map(|u| u.groups.clone())
+            .unwrap_or_default();
+        groups.sort();
+        groups
+    }
+
+    /// Deletes the user and its sessions (as the admin console does); no-op if unknown.
+    pub fn delete_user(&self, username: &str) {
+        let key = username.to_lowercase();
+        let mut realm = self.shared.realm();
+        realm.users.remove(&key);
+        realm.sessions.retain(|_, session| session.username != key);
+    }
+
+    /// Creates a group by name or path (and its missing parents) and returns its id.
+    pub fn add_group(&self, path: &str) -> String {
+        self.shared.realm().ensure_group(&group_path(path))
+    }
+
+    /// Number of admin API requests (paths under `/admin/`, since start or `reset_counters`) with
+    /// this method whose `path?query` contains `path_contains`, e.g. `("PUT",
+    /// "/reset-password")`, `("POST", "/users")`. Requests answered by a fault count.
+    pub fn admin_requests(&self, method: &str, path_contains: &str) -> usize {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|r| r.path.starts_with("/admin/") && r.method.eq_ignore_ascii_case(method))
+            .filter(|r| {
+                let target = match &r.query {
+                    Some(query) => format!("{}?{query}", r.path),
+                    None => r.path.clone(),
+                };
+                target.contains(path_contains)
+            })
+            .count()
+    }
+
+    /// Every admin API call (before authentication) answers this status and JSON body instead,
+    /// e.g. `Some((500, r#"{"error":"unknown_error"}"#.into()))`; `None` clears it. The other
+    /// endpoints are not affected; [`Fault`]s still apply first.
+    pub fn set_admin_fault(&self, fault: Option<(u16, String)>) {
+        let fault = fault.map(|(status, body)| {
+            let status = StatusCode::from_u16(status)
+                .unwrap_or_else(|_| panic!("fake keycloak: bad admin fault status {status}"));
+            (status, body)
+        });
+        self.shared.realm().admin_fault = fault;
     }
 }
 
@@ -339,10 +458,16 @@ struct Shared {
     applied: Mutex<Applied>,
     applied_cv: Condvar,
     realm: Mutex<RealmState>,
-    requests: Mutex<Vec<String>>,
+    requests: Mutex<Vec<RequestRecord>>,
     keys: Vec<SigningKey>,
     enc_jwk: Value,
     refresh_secret: Vec<u8>,
+}
+
+struct RequestRecord {
+    method: String,
+    path: String,
+    query: Option<String>,
 }
 
 #[derive(Default)]
@@ -369,16 +494,80 @@ struct RealmState {
     /// Active user sessions by id (`sid`).
     sessions: HashMap<String, Session>,
     service_account_id: String,
+    /// The realm's id (`containerId` of realm roles); a UUID, as for realms created in 26.
+    realm_id: String,
+    /// Group path (`/parent/child`) to group id.
+    groups: BTreeMap<String, String>,
+    /// Stable role ids, by `realm:<name>` or `<clientId>:<name>`.
+    role_ids: HashMap<String, String>,
+    /// Client id to the client's internal id (UUID).
+    client_uuids: Vec<(&'static str, String)>,
+    /// See `FakeKeycloak::set_admin_fault`.
+    admin_fault: Option<(StatusCode, String)>,
 }
 
 struct User {
     id: String,
+    /// Lower-cased, as Keycloak stores it.
     username: String,
-    password: String,
+    password: Option<Password>,
     enabled: bool,
+    /// Lower-cased, as Keycloak stores it.
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email_verified: bool,
+    /// `createdTimestamp`, ms.
+    created_ms: u64,
+    /// e.g. `UPDATE_PASSWORD` after a temporary password.
+    required_actions: Vec<String>,
     realm_roles: Vec<String>,
     client_roles: Vec<String>,
+    /// Group paths, e.g. `/ops`.
     groups: Vec<String>,
+}
+
+/// The user's password credential.
+struct Password {
+    /// Kept when the password is reset, as Keycloak does.
+    credential_id: String,
+    value: String,
+    /// `createdDate`, ms.
+    created_ms: u64,
+}
+
+impl User {
+    /// A new user as the admin API creates it: disabled unless told otherwise.
+    fn new(username: &str) -> User {
+        User {
+            id: uuid(),
+            username: username.to_string(),
+            password: None,
+            enabled: false,
+            email: None,
+            first_name: None,
+            last_name: None,
+            email_verified: false,
+            created_ms: now_ms(),
+            required_actions: Vec::new(),
+            realm_roles: Vec::new(),
+            client_roles: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// Creates or resets the password credential (same id, `createdDate` now).
+    fn set_password(&mut self, value: &str) {
+        let credential_id = match &self.password {
+            Some(p) => p.credential_id.clone(),
+            None => uuid(),
+        };
+        self.password = Some(Password {
+            credential_id,
+            value: value.to_string(),
+            created_ms: now_ms(),
+        });
+    }
 }
 
 struct Session {
@@ -412,6 +601,11 @@ impl Shared {
                 users: HashMap::new(),
                 sessions: HashMap::new(),
                 service_account_id: uuid(),
+                realm_id: uuid(),
+                groups: BTreeMap::new(),
+                role_ids: HashMap::new(),
+                client_uuids: CLIENT_IDS.iter().map(|&c| (c, uuid())).collect(),
+                admin_fault: None,
             }),
             requests: Mutex::new(Vec::new()),
             keys,
@@ -435,6 +629,59 @@ impl Shared {
             self.applied_cv.notify_all();
         }
     }
+}
+
+impl RealmState {
+    /// The id of the group at `path` (normalized), creating it and its parents if missing.
+    fn ensure_group(&mut self, path: &str) -> String {
+        let mut end = 0;
+        loop {
+            end = path[end + 1..]
+                .find('/')
+                .map_or(path.len(), |i| end + 1 + i);
+            let prefix = &path[..end];
+            if !self.groups.contains_key(prefix) {
+                self.groups.insert(prefix.to_string(), uuid());
+            }
+            if end == path.len() {
+                return self.groups[path].clone();
+            }
+        }
+    }
+
+    fn role_id(&mut self, container: &str, name: &str) -> String {
+        self.role_ids
+            .entry(format!("{container}:{name}"))
+            .or_insert_with(uuid)
+            .clone()
+    }
+
+    fn client_uuid(&self, client_id: &str) -> Option<&str> {
+        self.client_uuids
+            .iter()
+            .find(|(c, _)| *c == client_id)
+            .map(|(_, id)| id.as_str())
+    }
+
+    fn user_key_by_id(&self, id: &str) -> Option<String> {
+        self.users
+            .iter()
+            .find(|(_, u)| u.id == id)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn group_path_by_id(&self, id: &str) -> Option<String> {
+        self.groups
+            .iter()
+            .find(|(_, gid)| *gid == id)
+            .map(|(path, _)| path.clone())
+    }
+}
+
+/// `"ops"`, `"/ops"` and `"/ops/"` all become `"/ops"`.
+fn group_path(name_or_path: &str) -> String {
+    let trimmed = name_or_path.trim_matches('/');
+    format!("/{trimmed}")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -570,13 +817,18 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/health/ready", get(health))
         .route("/health/live", get(health))
+        .route(&format!("/admin/realms/{REALM}/{{*rest}}"), any(admin))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), faults))
         .with_state(shared)
 }
 
 async fn faults(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    lock(&shared.requests).push(request.uri().path().to_string());
+    lock(&shared.requests).push(RequestRecord {
+        method: request.method().to_string(),
+        path: request.uri().path().to_string(),
+        query: request.uri().query().map(str::to_string),
+    });
     match shared.current_fault() {
         Fault::None => next.run(request).await,
         Fault::Slow(delay) => {
@@ -901,8 +1153,15 @@ fn password_grant(shared: &Shared, form: &HashMap<String, String>) -> Result<Val
             "Account disabled",
         ));
     }
-    if form.get("password") != Some(&user.password) {
+    let password_ok = match (&user.password, form.get("password")) {
+        (Some(password), Some(given)) => password.value == *given,
+        _ => false,
+    };
+    if !password_ok {
         return Err(invalid_user_credentials());
+    }
+    if !user.required_actions.is_empty() {
+        return Err(invalid_grant("Account is not fully set up"));
     }
     let scope = granted_scope(form.get("scope").map(String::as_str));
     let sid = uuid();
@@ -975,7 +1234,9 @@ fn client_credentials_grant(
         "acr": "1",
         "realm_access": { "roles": DEFAULT_REALM_ROLES },
         "resource_access": {
-            "realm-management": { "roles": ["view-users", "query-users", "query-groups"] },
+            "realm-management": {
+                "roles": ["manage-users", "view-users", "query-users", "query-groups", "view-clients", "query-clients"]
+            },
             "account": { "roles": ACCOUNT_CLIENT_ROLES },
         },
         "scope": scope,
@@ -1143,6 +1404,915 @@ fn verify_refresh_token(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Admin REST API
+//
+// Shapes follow Keycloak 26 (`UsersResource`, `UserResource`, `GroupsResource`,
+// `RoleMapperResource`, `ClientsResource`, `KeycloakErrorHandler`, `ErrorResponse`) and the
+// bodies a live 26.x answers. Notable behaviours kept on purpose:
+// * errors come in three shapes: `{"error": ".."}` (401, 403, 404s, `No password provided`),
+//   `{"errorMessage": ".."}` (409s, `User name is missing`, `Password policy not met`) and the
+//   OAuth pair (`Cannot parse the JSON`, a reset-password policy violation, 500s);
+// * a user created without `"enabled": true` is disabled; usernames and emails are lower-cased;
+// * `PUT /users/{id}` merges; the username cannot be changed (409 if another user has it);
+// * `reset-password` keeps the credential id, sets `createdDate` to now and clears any
+//   `UPDATE_PASSWORD`; `"temporary": true` adds it, and the password grant then answers
+//   `400 Account is not fully set up`;
+// * a group path unknown to `POST /users` is a 500 and no user is created;
+// * `role-mappings/realm` lists direct mappings, which include the composite
+//   `default-roles-site` every user gets; `.../realm/composite` lists the effective ones.
+// JSON object keys come out sorted (serde_json without `preserve_order`), not in Keycloak's order.
+
+async fn admin(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fault = shared.realm().admin_fault.clone();
+    if let Some((status, body)) = fault {
+        return (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    if let Err(refusal) = admin_authorize(&shared, &headers) {
+        return refusal.into_response();
+    }
+    let prefix = format!("/admin/realms/{REALM}/");
+    let rest = uri.path().strip_prefix(&prefix).unwrap_or_default();
+    let segments: Vec<String> = rest.split('/').map(path_decode).collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let query = parse_form(uri.query().unwrap_or_default().as_bytes());
+    let mut realm = shared.realm();
+    let realm = &mut *realm;
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", ["users"]) => list_users(realm, &query),
+        ("POST", ["users"]) => create_user(&shared, realm, &body),
+        ("GET", ["users", "count"]) => {
+            let count = matching_users(realm, &query).len();
+            json_response(StatusCode::OK, json!(count))
+        }
+        ("GET", ["users", id]) => with_user(realm, id, |_, u| {
+            json_response(StatusCode::OK, user_rep(u, false, UserAccess::Full))
+        }),
+        ("PUT", ["users", id]) => update_user(realm, id, &body),
+        ("DELETE", ["users", id]) => match realm.user_key_by_id(id) {
+            Some(key) => {
+                realm.users.remove(&key);
+                realm.sessions.retain(|_, session| session.username != key);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            None => user_not_found(),
+        },
+        ("PUT", ["users", id, "reset-password"]) => reset_password(realm, id, &body),
+        ("GET", ["users", id, "credentials"]) => with_user(realm, id, |_, u| {
+            let credentials: Vec<Value> = u.password.iter().map(credential_rep).collect();
+            json_response(StatusCode::OK, json!(credentials))
+        }),
+        ("GET", ["users", id, "groups"]) => with_user(realm, id, |realm, u| {
+            let mut paths = u.groups.clone();
+            paths.sort();
+            let groups: Vec<Value> = paths
+                .iter()
+                .filter_map(|path| {
+                    let id = realm.groups.get(path)?;
+                    let mut rep = json!({
+                        "id": id,
+                        "name": group_name(path),
+                        "path": path,
+                        "subGroups": [],
+                    });
+                    if let Some(parent) = parent_group_path(path) {
+                        rep["parentId"] = json!(realm.groups.get(parent));
+                    }
+                    Some(rep)
+                })
+                .collect();
+            json_response(StatusCode::OK, json!(groups))
+        }),
+        ("PUT", ["users", id, "groups", group_id]) => membership(realm, id, group_id, true),
+        ("DELETE", ["users", id, "groups", group_id]) => membership(realm, id, group_id, false),
+        ("GET", ["users", id, "role-mappings", "realm"]) => realm_role_mappings(realm, id, false),
+        ("GET", ["users", id, "role-mappings", "realm", "composite"]) => {
+            realm_role_mappings(realm, id, true)
+        }
+        ("GET", ["users", id, "role-mappings", "clients", client]) => {
+            client_role_mappings(realm, id, client)
+        }
+        ("GET", ["groups"]) => list_groups(realm, &query),
+        ("GET", ["group-by-path", path @ ..]) => group_by_path(realm, &group_path(&path.join("/"))),
+        ("GET", ["clients"]) => list_clients(realm, &query),
+        (_, segments) if admin_route_exists(segments) => error_message(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "HTTP 405 Method Not Allowed",
+        ),
+        _ => admin_not_found(),
+    }
+}
+
+fn admin_route_exists(segments: &[&str]) -> bool {
+    matches!(
+        segments,
+        ["users"]
+            | ["users", _]
+            | ["users", _, "reset-password" | "credentials" | "groups"]
+            | ["users", _, "groups", _]
+            | ["users", _, "role-mappings", "realm"]
+            | ["users", _, "role-mappings", "realm", "composite"]
+            | ["users", _, "role-mappings", "clients", _]
+            | ["groups"]
+            | ["group-by-path", ..]
+            | ["clients"]
+    )
+}
+
+fn admin_not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        json!({
+            "error": "Unable to find matching target resource method",
+            "error_description": "For more on this error consult the server log."
+        }),
+    )
+}
+
+/// The bearer token must be an unexpired access token of this realm, signed by a published key,
+/// issued to the service account (client credentials grant). A token of a user with a live
+/// session is authenticated but has no `realm-management` role: 403.
+fn admin_authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), AdminError> {
+    let unauthorized = || AdminError::Message(StatusCode::UNAUTHORIZED, "HTTP 401 Unauthorized");
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(unauthorized)?;
+    let claims = verify_access_token(shared, token).ok_or_else(unauthorized)?;
+    let realm = shared.realm();
+    if claims["sub"].as_str() == Some(realm.service_account_id.as_str()) {
+        return Ok(());
+    }
+    let sid = claims["sid"].as_str().unwrap_or_default();
+    if realm.sessions.contains_key(sid) {
+        Err(AdminError::Message(
+            StatusCode::FORBIDDEN,
+            "HTTP 403 Forbidden",
+        ))
+    } else {
+        Err(unauthorized())
+    }
+}
+
+fn verify_access_token(shared: &Shared, token: &str) -> Option<Value> {
+    let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+    let published = shared.realm().published_keys.clone();
+    let key = published
+        .iter()
+        .map(|&i| &shared.keys[i])
+        .find(|k| k.kid == kid)?;
+    let decoding = DecodingKey::from_rsa_components(&key.n, &key.e).ok()?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = 0;
+    validation.validate_aud = false;
+    validation.set_issuer(&[&shared.issuer]);
+    let claims = jsonwebtoken::decode::<Value>(token, &decoding, &validation)
+        .ok()?
+        .claims;
+    (claims["typ"] == "Bearer").then_some(claims)
+}
+
+/// An admin API error, rendered in one of Keycloak's three shapes.
+enum AdminError {
+    /// `{"error": ..}`.
+    Message(StatusCode, &'static str),
+    /// `{"errorMessage": ..}`.
+    Representation(StatusCode, &'static str),
+    /// `{"error": .., "error_description": ..}`.
+    OAuth(StatusCode, &'static str, &'static str),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        match self {
+            AdminError::Message(status, message) => error_message(status, message),
+            AdminError::Representation(status, message) => error_representation(status, message),
+            AdminError::OAuth(status, error, description) => {
+                oauth_error(status, error, description)
+            }
+        }
+    }
+}
+
+const SERVER_ERROR: AdminError = AdminError::OAuth(
+    StatusCode::INTERNAL_SERVER_ERROR,
+    "unknown_error",
+    "For more on this error consult the server log.",
+);
+
+/// `{"error": message}`, Keycloak's rendering of a `WebApplicationException`.
+fn error_message(status: StatusCode, message: &str) -> Response {
+    json_response(status, json!({ "error": message }))
+}
+
+/// `{"errorMessage": message}`, Keycloak's `ErrorResponse.error` / `ErrorResponse.exists`.
+fn error_representation(status: StatusCode, message: &str) -> Response {
+    json_response(status, json!({ "errorMessage": message }))
+}
+
+fn user_not_found() -> Response {
+    error_message(StatusCode::NOT_FOUND, "User not found")
+}
+
+/// An uncaught exception in Keycloak.
+fn server_error() -> Response {
+    SERVER_ERROR.into_response()
+}
+
+fn with_user(
+    realm: &mut RealmState,
+    id: &str,
+    f: impl FnOnce(&RealmState, &User) -> Response,
+) -> Response {
+    match realm.users.values().find(|u| u.id == id) {
+        Some(user) => f(realm, user),
+        None => user_not_found(),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum UserAccess {
+    /// The one-key block of a listing.
+    List,
+    /// The block of a single read.
+    Full,
+}
+
+fn user_rep(user: &User, brief: bool, access: UserAccess) -> Value {
+    let mut rep = json!({
+        "id": user.id,
+        "username": user.username,
+        "emailVerified": user.email_verified,
+        "enabled": user.enabled,
+        "createdTimestamp": user.created_ms,
+    });
+    for (field, value) in [
+        ("email", &user.email),
+        ("firstName", &user.first_name),
+        ("lastName", &user.last_name),
+    ] {
+        if let Some(value) = value {
+            rep[field] = json!(value);
+        }
+    }
+    if !brief {
+        rep["totp"] = json!(false);
+        rep["disableableCredentialTypes"] = json!([]);
+        rep["requiredActions"] = json!(user.required_actions);
+        rep["notBefore"] = json!(0);
+    }
+    // The service account holds manage-users and view-users, not impersonation.
+    rep["access"] = match access {
+        UserAccess::List => json!({ "manage": true }),
+        UserAccess::Full => json!({
+            "manageGroupMembership": true,
+            "resetPassword": true,
+            "view": true,
+            "mapRoles": true,
+            "impersonate": false,
+            "manage": true,
+        }),
+    };
+    rep
+}
+
+/// The users matching `username`, `email`, `firstName`, `lastName` (case-insensitive
+/// substrings, equality with `exact=true`) and `search` (prefix of any of the four; `*` is a
+/// wildcard, `"quotes"` mean equality), sorted by username.
+fn matching_users<'a>(realm: &'a RealmState, query: &HashMap<String, String>) -> Vec<&'a User> {
+    let exact = query.get("exact").is_some_and(|e| e == "true");
+    let mut users: Vec<&User> = realm
+        .users
+        .values()
+        .filter(|u| {
+            let fields = [
+                ("username", Some(u.username.as_str())),
+                ("email", u.email.as_deref()),
+                ("firstName", u.first_name.as_deref()),
+                ("lastName", u.last_name.as_deref()),
+            ];
+            let filters_match = fields.iter().all(|(param, value)| {
+                match query.get(*param).filter(|w| !w.is_empty()) {
+                    None => true,
+                    Some(wanted) => {
+                        let value = value.unwrap_or_default().to_lowercase();
+                        let wanted = wanted.to_lowercase();
+                        if exact {
+                            value == wanted
+                        } else {
+                            value.contains(&wanted)
+                        }
+                    }
+                }
+            });
+            let search_matches = match query.get("search").map(|s| s.trim()) {
+                None | Some("") => true,
+                Some(term) => fields
+                    .iter()
+                    .any(|(_, value)| value.is_some_and(|v| search_matches(v, term))),
+            };
+            filters_match && search_matches
+        })
+        .collect();
+    users.sort_by(|a, b| a.username.cmp(&b.username));
+    users
+}
+
+fn search_matches(value: &str, term: &str) -> bool {
+    let value = value.to_lowercase();
+    let term = term.to_lowercase();
+    if term.len() >= 2 && term.starts_with('"') && term.ends_with('"') {
+        return value == term[1..term.len() - 1];
+    }
+    let mut parts = term.split('*');
+    let mut rest = value.as_str();
+    if let Some(head) = parts.next() {
+        match rest.strip_prefix(head) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    for part in parts.filter(|p| !p.is_empty()) {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// `first` and `max` (defaulting to `default_max`); a bad or negative value is ignored.
+fn page<T>(items: Vec<T>, query: &HashMap<String, String>, default_max: Option<usize>) -> Vec<T> {
+    let number = |name: &str| query.get(name).and_then(|v| v.trim().parse::<usize>().ok());
+    let first = number("first").unwrap_or(0);
+    let max = number("max").or(default_max).unwrap_or(usize::MAX);
+    items.into_iter().skip(first).take(max).collect()
+}
+
+fn list_users(realm: &RealmState, query: &HashMap<String, String>) -> Response {
+    let brief = query
+        .get("briefRepresentation")
+        .is_some_and(|b| b == "true");
+    let users = page(
+        matching_users(realm, query),
+        query,
+        Some(DEFAULT_MAX_RESULTS),
+    );
+    let reps: Vec<Value> = users
+        .into_iter()
+        .map(|u| user_rep(u, brief, UserAccess::List))
+        .collect();
+    json_response(StatusCode::OK, json!(reps))
+}
+
+/// The writable part of a `UserRepresentation`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserInput {
+    username: Option<String>,
+    enabled: Option<bool>,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email_verified: Option<bool>,
+    required_actions: Option<Vec<String>>,
+    credentials: Option<Vec<CredentialInput>>,
+    groups: Option<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct CredentialInput {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    value: Option<String>,
+    temporary: Option<bool>,
+}
+
+/// `Ok(None)` for an empty or `null` body; the 400 Keycloak answers for one that does not
+/// parse (`invalid_request`) or does not bind (`unknown_error`).
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, AdminError> {
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() || text.trim() == "null" {
+        return Ok(None);
+    }
+    serde_json::from_slice::<T>(body).map(Some).map_err(|e| {
+        let error = if e.is_data() {
+            "unknown_error"
+        } else {
+            "invalid_request"
+        };
+        AdminError::OAuth(StatusCode::BAD_REQUEST, error, "Cannot parse the JSON")
+    })
+}
+
+/// The realm password policy (`length(8) and notUsername`): Keycloak's message key and English
+/// message for the first rule the password breaks.
+fn password_policy_error(username: &str, password: &str) -> Option<(&'static str, &'static str)> {
+    // Java's String.length(): UTF-16 code units.
+    if password.encode_utf16().count() < PASSWORD_MIN_LENGTH {
+        return Some((
+            "invalidPasswordMinLengthMessage",
+            "Invalid password: minimum length 8.",
+        ));
+    }
+    if password == username {
+        return Some((
+            "invalidPasswordNotUsernameMessage",
+            "Invalid password: must not be equal to the username.",
+        ));
+    }
+    None
+}
+
+/// Checks a `credentials` array as `RepresentationToModel.createCredentials` would, and returns
+/// the password to set and whether it is temporary.
+fn credentials_password(
+    username: &str,
+    credentials: Option<&[CredentialInput]>,
+) -> Result<Option<(String, bool)>, AdminError> {
+    let mut password = None;
+    for credential in credentials.unwrap_or_default() {
+        if credential.kind.as_deref().is_some_and(|k| k != "password") {
+            // Other credential types (otp, ...) need hashed data the fake does not model.
+            return Err(SERVER_ERROR);
+        }
+        let value = match &credential.value {
+            Some(v) if !v.trim().is_empty() => v,
+            // A password credential without a value must carry hashed data: Keycloak fails.
+            _ => return Err(SERVER_ERROR),
+        };
+        if password_policy_error(username, value).is_some() {
+            return Err(AdminError::Representation(
+                StatusCode::BAD_REQUEST,
+                "Password policy not met",
+            ));
+        }
+        password = Some((value.clone(), credential.temporary == Some(true)));
+    }
+    Ok(password)
+}
+
+fn set_required_action(user: &mut User, action: &str, on: bool) {
+    user.required_actions.retain(|a| a != action);
+    if on {
+        user.required_actions.push(action.to_string());
+    }
+}
+
+/// Keycloak stores an empty name or email as absent, and emails lower-cased.
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+fn email_taken(realm: &RealmState, email: &str, except_id: Option<&str>) -> bool {
+    realm
+        .users
+        .values()
+        .any(|u| u.email.as_deref() == Some(email) && Some(u.id.as_str()) != except_id)
+}
+
+fn create_user(shared: &Shared, realm: &mut RealmState, body: &[u8]) -> Response {
+    let input = match parse_body::<UserInput>(body) {
+        Ok(Some(input)) => input,
+        Ok(None) => return server_error(),
+        Err(refusal) => return refusal.into_response(),
+    };
+    let username = match non_empty(input.username) {
+        Some(u) => u.trim().to_lowercase(),
+        None => {
+            return error_representation(StatusCode::BAD_REQUEST, "User name is missing");
+        }
+    };
+    if realm.users.contains_key(&username) {
+        return error_representation(StatusCode::CONFLICT, "User exists with same username");
+    }
+    let email = non_empty(input.email).map(|e| e.to_lowercase());
+    if let Some(email) = &email
+        && email_taken(realm, email, None)
+    {
+        return error_representation(StatusCode::CONFLICT, "User exists with same email");
+    }
+    let groups: Vec<String> = input
+        .groups
+        .unwrap_or_default()
+        .iter()
+        .map(|g| group_path(g))
+        .collect();
+    if groups.iter().any(|g| !realm.groups.contains_key(g)) {
+        // RuntimeException("Unable to find group specified by path: ..."): 500, rolled back.
+        return server_error();
+    }
+    let password = match credentials_password(&username, input.credentials.as_deref()) {
+        Ok(password) => password,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let mut user = User::new(&username);
+    user.enabled = input.enabled.unwrap_or(false);
+    user.email = email;
+    user.first_name = non_empty(input.first_name);
+    user.last_name = non_empty(input.last_name);
+    user.email_verified = input.email_verified.unwrap_or(false);
+    user.required_actions = input.required_actions.unwrap_or_default();
+    user.groups = groups;
+    if let Some((value, temporary)) = password {
+        user.set_password(&value);
+        if temporary {
+            set_required_action(&mut user, "UPDATE_PASSWORD", true);
+        }
+    }
+    let location = format!("{}/admin/realms/{REALM}/users/{}", shared.base_url, user.id);
+    realm.users.insert(username, user);
+    let mut response = StatusCode::CREATED.into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn update_user(realm: &mut RealmState, id: &str, body: &[u8]) -> Response {
+    let Some(key) = realm.user_key_by_id(id) else {
+        return user_not_found();
+    };
+    let input = match parse_body::<UserInput>(body) {
+        Ok(Some(input)) => input,
+        Ok(None) => {
+            return error_representation(StatusCode::BAD_REQUEST, "Could not update user!");
+        }
+        Err(refusal) => return refusal.into_response(),
+    };
+    // The username cannot be edited (realm default); asking for one another user has is 409.
+    if let Some(wanted) = non_empty(input.username).map(|u| u.trim().to_lowercase())
+        && wanted != key
+        && realm.users.contains_key(&wanted)
+    {
+        return error_representation(StatusCode::CONFLICT, "User exists with same username");
+    }
+    let email = input
+        .email
+        .map(|e| non_empty(Some(e)).map(|e| e.to_lowercase()));
+    if let Some(Some(email)) = &email
+        && email_taken(realm, email, Some(id))
+    {
+        return error_representation(StatusCode::CONFLICT, "User exists with same email");
+    }
+    let password = match credentials_password(&key, input.credentials.as_deref()) {
+        Ok(password) => password,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(user) = realm.users.get_mut(&key) else {
+        return user_not_found();
+    };
+    if let Some(enabled) = input.enabled {
+        user.enabled = enabled;
+    }
+    if let Some(email) = email {
+        user.email = email;
+    }
+    if let Some(first_name) = input.first_name {
+        user.first_name = non_empty(Some(first_name));
+    }
+    if let Some(last_name) = input.last_name {
+        user.last_name = non_empty(Some(last_name));
+    }
+    if let Some(verified) = input.email_verified {
+        user.email_verified = verified;
+    }
+    if let Some(actions) = input.required_actions {
+        user.required_actions = actions;
+    }
+    if let Some((value, temporary)) = password {
+        user.set_password(&value);
+        set_required_action(user, "UPDATE_PASSWORD", temporary);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn reset_password(realm: &mut RealmState, id: &str, body: &[u8]) -> Response {
+    let Some(key) = realm.user_key_by_id(id) else {
+        return user_not_found();
+    };
+    let input = match parse_body::<CredentialInput>(body) {
+        Ok(input) => input,
+        Err(refusal) => return refusal.into_response(),
+    };
+    // Keycloak ignores `type` here: whatever it says, the password is set.
+    let Some(CredentialInput {
+        value: Some(value),
+        temporary,
+        ..
+    }) = input
+    else {
+        return error_message(StatusCode::BAD_REQUEST, "No password provided");
+    };
+    if value.trim().is_empty() {
+        return error_message(StatusCode::BAD_REQUEST, "Empty password not allowed");
+    }
+    if let Some((error, description)) = password_policy_error(&key, &value) {
+        return oauth_error(StatusCode::BAD_REQUEST, error, description);
+    }
+    let Some(user) = realm.users.get_mut(&key) else {
+        return user_not_found();
+    };
+    user.set_password(&value);
+    set_required_action(user, "UPDATE_PASSWORD", temporary == Some(true));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A password credential as `GET /users/{id}/credentials` lists it: no secret; the hashing
+/// parameters (Keycloak 26's argon2id defaults) as a JSON string.
+fn credential_rep(password: &Password) -> Value {
+    json!({
+        "id": password.credential_id,
+        "type": "password",
+        "createdDate": password.created_ms,
+        "credentialData": "{\"hashIterations\":5,\"algorithm\":\"argon2\",\"additionalParameters\":\
+            {\"hashLength\":[\"32\"],\"memory\":[\"7168\"],\"type\":[\"id\"],\"version\":[\"1.3\"],\
+            \"parallelism\":[\"1\"]}}",
+    })
+}
+
+fn membership(realm: &mut RealmState, id: &str, group_id: &str, join: bool) -> Response {
+    let Some(key) = realm.user_key_by_id(id) else {
+        return user_not_found();
+    };
+    let Some(path) = realm.group_path_by_id(group_id) else {
+        return error_message(StatusCode::NOT_FOUND, "Group not found");
+    };
+    let Some(user) = realm.users.get_mut(&key) else {
+        return user_not_found();
+    };
+    user.groups.retain(|g| *g != path);
+    if join {
+        user.groups.push(path);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn group_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or_default()
+}
+
+fn parent_group_path(path: &str) -> Option<&str> {
+    match path.rfind('/') {
+        Some(0) | None => None,
+        Some(i) => Some(&path[..i]),
+    }
+}
+
+fn child_group_paths<'a>(realm: &'a RealmState, path: &'a str) -> impl Iterator<Item = &'a str> {
+    realm
+        .groups
+        .keys()
+        .filter(move |p| parent_group_path(p) == Some(path))
+        .map(String::as_str)
+}
+
+/// A group as `GET /groups` lists it; `keep` (a search) nests the kept descendants.
+fn group_list_rep(realm: &RealmState, path: &str, keep: Option<&HashSet<&str>>) -> Value {
+    let children: Vec<&str> = child_group_paths(realm, path).collect();
+    let sub_groups: Vec<Value> = match keep {
+        None => Vec::new(),
+        Some(keep) => children
+            .iter()
+            .filter(|child| {
+                keep.iter()
+                    .any(|k| *k == **child || k.starts_with(&format!("{child}/")))
+            })
+            .map(|child| group_list_rep(realm, child, Some(keep)))
+            .collect(),
+    };
+    let mut rep = json!({
+        "id": realm.groups[path],
+        "name": group_name(path),
+        "path": path,
+        "subGroupCount": children.len(),
+        "subGroups": sub_groups,
+        "access": {
+            "view": true,
+            "viewMembers": true,
+            "manageMembers": true,
+            "manage": true,
+            "manageMembership": true,
+        },
+    });
+    if let Some(parent) = parent_group_path(path) {
+        rep["parentId"] = json!(realm.groups.get(parent));
+    }
+    rep
+}
+
+/// `GET /groups`: top-level groups by name. With `search` (case-insensitive substring of the
+/// name, equality with `exact=true`): the matches anywhere in the tree are paged, and returned
+/// under their top-level ancestors.
+fn list_groups(realm: &RealmState, query: &HashMap<String, String>) -> Response {
+    let exact = query.get("exact").is_some_and(|e| e == "true");
+    let reps: Vec<Value> = match query.get("search").map(|s| s.trim().to_lowercase()) {
+        Some(term) if !term.is_empty() => {
+            let matched: Vec<&str> = realm
+                .groups
+                .keys()
+                .map(String::as_str)
+                .filter(|path| {
+                    let name = group_name(path).to_lowercase();
+                    if exact {
+                        name == term
+                    } else {
+                        name.contains(&term)
+                    }
+                })
+                .collect();
+            let matched = page(matched, query, None);
+            let mut roots: Vec<String> = matched
+                .iter()
+                .map(|path| format!("/{}", path[1..].split('/').next().unwrap_or_default()))
+                .collect();
+            roots.sort();
+            roots.dedup();
+            let keep: HashSet<&str> = matched.into_iter().collect();
+            roots
+                .iter()
+                .map(|root| group_list_rep(realm, root, Some(&keep)))
+                .collect()
+        }
+        _ => {
+            let tops: Vec<&str> = realm
+                .groups
+                .keys()
+                .map(String::as_str)
+                .filter(|path| parent_group_path(path).is_none())
+                .collect();
+            page(tops, query, None)
+                .into_iter()
+                .map(|path| group_list_rep(realm, path, None))
+                .collect()
+        }
+    };
+    json_response(StatusCode::OK, json!(reps))
+}
+
+fn group_by_path(realm: &RealmState, path: &str) -> Response {
+    let Some(id) = realm.groups.get(path) else {
+        return error_message(StatusCode::NOT_FOUND, "Group path does not exist");
+    };
+    let mut rep = json!({
+        "id": id,
+        "name": group_name(path),
+        "path": path,
+        "subGroupCount": child_group_paths(realm, path).count(),
+        "subGroups": [],
+        "attributes": {},
+        "realmRoles": [],
+        "clientRoles": {},
+    });
+    if let Some(parent) = parent_group_path(path) {
+        rep["parentId"] = json!(realm.groups.get(parent));
+    }
+    json_response(StatusCode::OK, rep)
+}
+
+fn role_rep(realm: &mut RealmState, container: Option<&str>, name: &str) -> Value {
+    let (container_key, container_id) = match container {
+        Some(client_id) => (
+            client_id.to_string(),
+            realm.client_uuid(client_id).unwrap_or_default().to_string(),
+        ),
+        None => ("realm".to_string(), realm.realm_id.clone()),
+    };
+    let mut rep = json!({
+        "id": realm.role_id(&container_key, name),
+        "name": name,
+        "composite": container.is_none() && name == DEFAULT_REALM_ROLES[0],
+        "clientRole": container.is_some(),
+        "containerId": container_id,
+    });
+    let description = match (container, name) {
+        (None, "default-roles-site") => Some("${role_default-roles}"),
+        (None, "offline_access") => Some("${role_offline-access}"),
+        (None, "uma_authorization") => Some("${role_uma_authorization}"),
+        _ => None,
+    };
+    if let Some(description) = description {
+        rep["description"] = json!(description);
+    }
+    rep
+}
+
+/// Direct realm role mappings (every user has `default-roles-site`), or with `composite` the
+/// effective realm roles.
+fn realm_role_mappings(realm: &mut RealmState, id: &str, composite: bool) -> Response {
+    let Some(key) = realm.user_key_by_id(id) else {
+        return user_not_found();
+    };
+    let mut names = realm.users[&key].realm_roles.clone();
+    let defaults: &[&str] = if composite {
+        &DEFAULT_REALM_ROLES
+    } else {
+        &DEFAULT_REALM_ROLES[..1]
+    };
+    names.extend(defaults.iter().map(|r| r.to_string()));
+    names.sort();
+    names.dedup();
+    let reps: Vec<Value> = names
+        .iter()
+        .map(|name| role_rep(realm, None, name))
+        .collect();
+    json_response(StatusCode::OK, json!(reps))
+}
+
+/// Direct role mappings of one client (by its internal id): the user's `edgeauth` roles, none
+/// for the other clients.
+fn client_role_mappings(realm: &mut RealmState, id: &str, client_uuid: &str) -> Response {
+    let Some(key) = realm.user_key_by_id(id) else {
+        return user_not_found();
+    };
+    let Some(client_id) = realm
+        .client_uuids
+        .iter()
+        .find(|(_, uuid)| uuid == client_uuid)
+        .map(|(client_id, _)| *client_id)
+    else {
+        return error_message(StatusCode::NOT_FOUND, "Client not found");
+    };
+    let mut names = if client_id == CLIENT_ID {
+        realm.users[&key].client_roles.clone()
+    } else {
+        Vec::new()
+    };
+    names.sort();
+    names.dedup();
+    let reps: Vec<Value> = names
+        .iter()
+        .map(|name| role_rep(realm, Some(client_id), name))
+        .collect();
+    json_response(StatusCode::OK, json!(reps))
+}
+
+/// `GET /clients`: all clients, or those whose `clientId` equals `clientId` (contains it,
+/// case-insensitively, with `search=true`).
+fn list_clients(realm: &RealmState, query: &HashMap<String, String>) -> Response {
+    let search = query.get("search").is_some_and(|s| s == "true");
+    let wanted = query.get("clientId").filter(|c| !c.is_empty());
+    let clients: Vec<&(&str, String)> = realm
+        .client_uuids
+        .iter()
+        .filter(|(client_id, _)| match wanted {
+            None => true,
+            Some(w) if search => client_id.to_lowercase().contains(&w.to_lowercase()),
+            Some(w) => client_id == w,
+        })
+        .collect();
+    let reps: Vec<Value> = page(clients, query, None)
+        .into_iter()
+        .map(|(client_id, uuid)| client_rep(realm, client_id, uuid))
+        .collect();
+    json_response(StatusCode::OK, json!(reps))
+}
+
+fn client_rep(realm: &RealmState, client_id: &str, uuid: &str) -> Value {
+    let ours = client_id == CLIENT_ID;
+    let public = matches!(
+        client_id,
+        "account" | "account-console" | "admin-cli" | "security-admin-console"
+    );
+    let bearer_only = matches!(client_id, "broker" | "realm-management");
+    json!({
+        "id": uuid,
+        "clientId": client_id,
+        "surrogateAuthRequired": false,
+        "enabled": true,
+        "alwaysDisplayInConsole": false,
+        "clientAuthenticatorType": "client-secret",
+        "redirectUris": [],
+        "webOrigins": [],
+        "notBefore": 0,
+        "bearerOnly": bearer_only,
+        "consentRequired": false,
+        "standardFlowEnabled": !bearer_only && client_id != "admin-cli",
+        "implicitFlowEnabled": false,
+        "directAccessGrantsEnabled": if ours { realm.direct_access_grants } else { client_id == "admin-cli" },
+        "serviceAccountsEnabled": ours,
+        "publicClient": public,
+        "frontchannelLogout": true,
+        "protocol": "openid-connect",
+        "attributes": {},
+        "authenticationFlowBindingOverrides": {},
+        "fullScopeAllowed": true,
+        "nodeReRegistrationTimeout": -1,
+        "defaultClientScopes": ["web-origins", "acr", "profile", "roles", "basic", "email"],
+        "optionalClientScopes": ["address", "phone", "organization", "offline_access", "microprofile-jwt"],
+        "access": { "view": true, "configure": false, "manage": false },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Helpers
 
 fn json_response(status: StatusCode, body: Value) -> Response {
@@ -1223,6 +2393,13 @@ fn now() -> u64 {
         .as_secs()
 }
 
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_millis()).expect("ms fit in u64")
+}
+
 /// A random version-4 UUID string.
 fn uuid() -> String {
     let mut b = [0u8; 16];
@@ -1261,11 +2438,20 @@ fn parse_form(body: &[u8]) -> HashMap<String, String> {
 }
 
 fn form_decode(bytes: &[u8]) -> String {
+    unescape(bytes, true)
+}
+
+/// Percent-decoding of one URL path segment (`+` stays `+`).
+fn path_decode(segment: &str) -> String {
+    unescape(segment.as_bytes(), false)
+}
+
+fn unescape(bytes: &[u8], plus_is_space: bool) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
                 match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
                     (Some(h), Some(l)) => {

@@ -1,0 +1,371 @@
+//! The Keycloak admin REST API, as the service account of edgeauth's client sees it
+//! (client_credentials; realm-management roles view-users and manage-users). Used by the sync
+//! queue's replay and the pull sync. Every method is blocking and ends in an [`Outcome`]:
+//! 5xx and transport failures are Unavailable; a 401/403 that survives a fresh token means the
+//! service account lacks its roles, which is a misconfiguration, not a user's problem.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Tier;
+use super::client::RawResponse;
+use super::outcome::{Outcome, Rejection, Unavailable, UnavailableKind};
+use crate::crypto::Secret;
+
+/// A user as the admin API shows it (the fields edgeauth reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct KcUser {
+    pub id: String,
+    pub username: String,
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct KcGroup {
+    id: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct KcRole {
+    name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct KcCredential {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, rename = "createdDate")]
+    created_date: Option<u64>,
+}
+
+/// The service account's token, reused until shortly before it expires.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    token: Mutex<Option<(Secret, Instant)>>,
+}
+
+pub struct Admin<'a> {
+    tier: &'a Tier,
+    cache: &'a TokenCache,
+}
+
+fn unexpected(r: &RawResponse) -> Outcome<Value> {
+    if r.status >= 500 {
+        return Outcome::Unavailable(Unavailable::new(
+            UnavailableKind::Status,
+            format!("HTTP {}", r.status),
+        ));
+    }
+    if r.status == 401 || r.status == 403 {
+        return Outcome::Unavailable(Unavailable::new(
+            UnavailableKind::Misconfigured,
+            format!(
+                "the admin API answered HTTP {}: give the service account of the client the realm-management roles view-users and manage-users",
+                r.status
+            ),
+        ));
+    }
+    // Keycloak's admin errors: {"errorMessage": ...} or {"error": ..., "error_description": ...}.
+    let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    let error = v["error"]
+        .as_str()
+        .or(v["errorMessage"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let description = v["error_description"]
+        .as_str()
+        .or(v["errorMessage"].as_str())
+        .unwrap_or(&r.body)
+        .to_owned();
+    Outcome::Rejected(Rejection::Other {
+        status: r.status,
+        error,
+        description,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(r: &RawResponse) -> Outcome<T> {
+    match serde_json::from_str(&r.body) {
+        Ok(v) => Outcome::Ok(v),
+        Err(e) => Outcome::Unavailable(Unavailable::new(
+            UnavailableKind::Garbage,
+            format!("admin API answer: {e}"),
+        )),
+    }
+}
+
+macro_rules! try_outcome {
+    ($e:expr) => {
+        match $e {
+            Outcome::Ok(v) => v,
+            Outcome::Rejected(r) => return Outcome::Rejected(r),
+            Outcome::Unavailable(u) => return Outcome::Unavailable(u),
+        }
+    };
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl<'a> Admin<'a> {
+    pub fn new(tier: &'a Tier, cache: &'a TokenCache) -> Self {
+        Admin { tier, cache }
+    }
+
+    fn base(&self) -> String {
+        let s = self.tier.client.settings();
+        format!("{}/admin/realms/{}", s.server, enc(&s.realm))
+    }
+
+    fn token(&self, fresh: bool) -> Outcome<Secret> {
+        let mut slot = self.cache.token.lock().unwrap_or_else(|p| p.into_inner());
+        if !fresh
+            && let Some((t, until)) = slot.as_ref()
+            && Instant::now() < *until
+        {
+            return Outcome::Ok(t.clone());
+        }
+        let tokens = try_outcome!(self.tier.client.client_credentials(&self.tier.endpoints()));
+        let life = Duration::from_secs(tokens.expires_in.saturating_sub(10).max(5));
+        let t = Secret::new(tokens.access_token);
+        *slot = Some((t.clone(), Instant::now() + life));
+        Outcome::Ok(t)
+    }
+
+    /// One request; a 401 gets one retry with a fresh token.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Outcome<RawResponse> {
+        let url = format!("{}{path}", self.base());
+        let mut fresh = false;
+        loop {
+            let token = try_outcome!(self.token(fresh));
+            let r = match self.tier.client.send(method, &url, token.expose(), body) {
+                Ok(r) => r,
+                Err(u) => return Outcome::Unavailable(u),
+            };
+            if r.status == 401 && !fresh {
+                fresh = true;
+                continue;
+            }
+            return Outcome::Ok(r);
+        }
+    }
+
+    fn expect_ok(&self, method: &str, path: &str, body: Option<&Value>) -> Outcome<RawResponse> {
+        let r = try_outcome!(self.call(method, path, body));
+        if (200..300).contains(&r.status) {
+            Outcome::Ok(r)
+        } else {
+            match unexpected(&r) {
+                Outcome::Rejected(x) => Outcome::Rejected(x),
+                Outcome::Unavailable(u) => Outcome::Unavailable(u),
+                Outcome::Ok(_) => Outcome::Ok(r),
+            }
+        }
+    }
+
+    /// The user with exactly this username, if any.
+    pub fn find_user(&self, username: &str) -> Outcome<Option<KcUser>> {
+        let r = try_outcome!(self.expect_ok(
+            "GET",
+            &format!("/users?username={}&exact=true", enc(username)),
+            None
+        ));
+        let users: Vec<KcUser> = try_outcome!(parse(&r));
+        Outcome::Ok(
+            users
+                .into_iter()
+                .find(|u| u.username.eq_ignore_ascii_case(username)),
+        )
+    }
+
+    /// Creates the user; a 409 (it exists) reconciles with the existing user. Returns its id.
+    pub fn create_user(
+        &self,
+        username: &str,
+        password: Option<&Secret>,
+        enabled: bool,
+    ) -> Outcome<String> {
+        let mut rep = json!({"username": username, "enabled": enabled});
+        if let Some(p) = password {
+            rep["credentials"] =
+                json!([{"type": "password", "value": p.expose(), "temporary": false}]);
+        }
+        let r = try_outcome!(self.call("POST", "/users", Some(&rep)));
+        match r.status {
+            201 => {
+                let id = r
+                    .location
+                    .as_deref()
+                    .and_then(|l| l.rsplit('/').next())
+                    .map(str::to_owned);
+                match id {
+                    Some(id) if !id.is_empty() => Outcome::Ok(id),
+                    _ => match try_outcome!(self.find_user(username)) {
+                        Some(u) => Outcome::Ok(u.id),
+                        None => Outcome::Unavailable(Unavailable::new(
+                            UnavailableKind::Garbage,
+                            "201 without the new user",
+                        )),
+                    },
+                }
+            }
+            409 => {
+                // Idempotent replay: it is already there (perhaps from our own earlier attempt).
+                let existing = try_outcome!(self.find_user(username));
+                let Some(u) = existing else {
+                    return Outcome::Rejected(Rejection::Other {
+                        status: 409,
+                        error: "conflict".into(),
+                        description: "a user with this username or e-mail exists".into(),
+                    });
+                };
+                if let Some(p) = password {
+                    try_outcome!(self.reset_password(&u.id, p));
+                }
+                if u.enabled != enabled {
+                    try_outcome!(self.set_enabled(&u.id, enabled));
+                }
+                Outcome::Ok(u.id)
+            }
+            _ => match unexpected(&r) {
+                Outcome::Rejected(x) => Outcome::Rejected(x),
+                Outcome::Unavailable(u) => Outcome::Unavailable(u),
+                Outcome::Ok(_) => Outcome::Ok(String::new()),
+            },
+        }
+    }
+
+    /// Sets a permanent password. A password-policy refusal is Rejected with Keycloak's text.
+    pub fn reset_password(&self, id: &str, password: &Secret) -> Outcome<()> {
+        let body = json!({"type": "password", "value": password.expose(), "temporary": false});
+        try_outcome!(self.expect_ok(
+            "PUT",
+            &format!("/users/{}/reset-password", enc(id)),
+            Some(&body)
+        ));
+        Outcome::Ok(())
+    }
+
+    /// When the user's current password credential was created (ms since the epoch).
+    pub fn password_created_ms(&self, id: &str) -> Outcome<Option<u64>> {
+        let r =
+            try_outcome!(self.expect_ok("GET", &format!("/users/{}/credentials", enc(id)), None));
+        let creds: Vec<KcCredential> = try_outcome!(parse(&r));
+        Outcome::Ok(
+            creds
+                .into_iter()
+                .filter(|c| c.kind == "password")
+                .filter_map(|c| c.created_date)
+                .max(),
+        )
+    }
+
+    pub fn set_enabled(&self, id: &str, enabled: bool) -> Outcome<()> {
+        try_outcome!(self.expect_ok(
+            "PUT",
+            &format!("/users/{}", enc(id)),
+            Some(&json!({"enabled": enabled}))
+        ));
+        Outcome::Ok(())
+    }
+
+    /// The user's group paths.
+    pub fn user_groups(&self, id: &str) -> Outcome<Vec<String>> {
+        let r = try_outcome!(self.expect_ok("GET", &format!("/users/{}/groups", enc(id)), None));
+        let groups: Vec<KcGroup> = try_outcome!(parse(&r));
+        Outcome::Ok(groups.into_iter().map(|g| g.path).collect())
+    }
+
+    fn group_id(&self, path: &str) -> Outcome<Option<String>> {
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        let r = try_outcome!(self.call(
+            "GET",
+            &format!(
+                "/group-by-path{}",
+                path.split('/').map(enc).collect::<Vec<_>>().join("/")
+            ),
+            None
+        ));
+        if r.status == 404 {
+            return Outcome::Ok(None);
+        }
+        if !(200..300).contains(&r.status) {
+            return match unexpected(&r) {
+                Outcome::Rejected(x) => Outcome::Rejected(x),
+                Outcome::Unavailable(u) => Outcome::Unavailable(u),
+                Outcome::Ok(_) => Outcome::Ok(None),
+            };
+        }
+        let g: KcGroup = try_outcome!(parse(&r));
+        Outcome::Ok(Some(g.id))
+    }
+
+    /// Joins (`join`) or leaves a group given by path. An unknown group is Rejected.
+    pub fn set_group(&self, id: &str, path: &str, join: bool) -> Outcome<()> {
+        let Some(gid) = try_outcome!(self.group_id(path)) else {
+            return Outcome::Rejected(Rejection::Other {
+                status: 404,
+                error: "group_not_found".into(),
+                description: format!("Keycloak has no group {path}"),
+            });
+        };
+        let method = if join { "PUT" } else { "DELETE" };
+        try_outcome!(self.expect_ok(
+            method,
+            &format!("/users/{}/groups/{}", enc(id), enc(&gid)),
+            None
+        ));
+        Outcome::Ok(())
+    }
+
+    /// Realm roles and the roles of this appliance's client.
+    pub fn roles(&self, id: &str) -> Outcome<Vec<String>> {
+        let r = try_outcome!(self.expect_ok(
+            "GET",
+            &format!("/users/{}/role-mappings/realm", enc(id)),
+            None
+        ));
+        let mut roles: Vec<String> = try_outcome!(parse::<Vec<KcRole>>(&r))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        let client_id = self.tier.client.settings().client_id.clone();
+        let r = try_outcome!(self.expect_ok(
+            "GET",
+            &format!("/clients?clientId={}", enc(&client_id)),
+            None
+        ));
+        let clients: Vec<Value> = try_outcome!(parse(&r));
+        if let Some(uuid) = clients.first().and_then(|c| c["id"].as_str()) {
+            let r = try_outcome!(self.expect_ok(
+                "GET",
+                &format!("/users/{}/role-mappings/clients/{}", enc(id), enc(uuid)),
+                None
+            ));
+            for role in try_outcome!(parse::<Vec<KcRole>>(&r)) {
+                if !roles.contains(&role.name) {
+                    roles.push(role.name);
+                }
+            }
+        }
+        Outcome::Ok(roles)
+    }
+}

@@ -1,0 +1,355 @@
+//! The sync queue and two-way user sync against the fake Keycloak's admin API (design §9):
+//! changes accepted during an outage reach Keycloak exactly once when it returns, and changes
+//! made centrally reach the site.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::fake_keycloak::{FakeKeycloak, Fault};
+use support::{Appliance, appliance, status, stdout, wait_status};
+
+fn change_password(a: &Appliance, user: &str, old: &str, new: &str) -> support::Reply {
+    a.post_json(
+        "/api/v1/password",
+        &json!({"username": user, "old_password": old, "new_password": new}),
+    )
+}
+
+fn sync_once(a: &Appliance) -> String {
+    let out = a.cli(&["sync", "--once"], None);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn password_change_online_is_synchronized_and_policy_refusals_change_nothing() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("ada", "ada-pw-1234", &[], &[], &[]);
+    let mut a = appliance(&kc, "");
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login("ada", "ada-pw-1234").status, 200);
+    let r = change_password(&a, "ada", "ada-pw-1234", "ada-pw-5678");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["mode"], "synchronized");
+    assert_eq!(r.body["keycloak_updated"], true);
+    assert!(kc.check_password("ada", "ada-pw-5678"));
+    // Keycloak's own policy (not the username) refuses: 400 with its message, nothing changes.
+    let weak = change_password(&a, "ada", "ada-pw-5678", "ADA");
+    assert_eq!(weak.status, 400);
+    let weak = change_password(&a, "ada", "ada-pw-5678", "ada-is-ok-here");
+    assert_eq!(weak.status, 200, "{}", weak.text);
+    assert_eq!(status(&a)["sync"]["pending"], 0);
+}
+
+#[test]
+fn outage_password_change_is_queued_then_replayed_exactly_once() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("bea", "bea-old-pw1", &[], &[], &[]);
+    let mut a = appliance(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login("bea", "bea-old-pw1").status, 200);
+    kc.set_fault(Fault::Refused);
+    wait_status(&a, "offline");
+    let r = change_password(&a, "bea", "bea-old-pw1", "bea-new-pw2");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["mode"], "local_only_queued");
+    assert_eq!(r.body["keycloak_updated"], false);
+    assert_eq!(status(&a)["sync"]["pending"], 1);
+    assert_eq!(
+        a.login("bea", "bea-new-pw2").status,
+        200,
+        "offline, the new password works at once"
+    );
+    let listed = stdout(&a.cli(&["sync", "--list"], None));
+    assert!(
+        listed.contains("password_change") && listed.contains("bea@default"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("bea-new-pw2"),
+        "never a secret in the listing"
+    );
+
+    // Keycloak back: the monitor wakes the worker; the change reaches Keycloak once.
+    kc.reset_counters();
+    kc.set_fault(Fault::None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while status(&a)["sync"]["pending"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never drained: {}",
+            status(&a)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(kc.check_password("bea", "bea-new-pw2"));
+    assert_eq!(kc.admin_requests("PUT", "/reset-password"), 1);
+    sync_once(&a);
+    assert_eq!(
+        kc.admin_requests("PUT", "/reset-password"),
+        1,
+        "replayed exactly once"
+    );
+    wait_status(&a, "online");
+    assert_eq!(
+        a.login("bea", "bea-old-pw1").status,
+        401,
+        "the old password is refused online"
+    );
+    let ok = a.login("bea", "bea-new-pw2");
+    assert_eq!(
+        (ok.status, ok.body["auth_mode"].as_str()),
+        (200, Some("keycloak"))
+    );
+    let log = a.log();
+    assert!(
+        !log.contains("bea-new-pw2") && !log.contains("bea-old-pw1"),
+        "no password in the log"
+    );
+    let st = status(&a);
+    assert!(st["sync"]["last_cycle"].as_str().is_some(), "{st}");
+}
+
+#[test]
+fn kill_9_between_queueing_and_replay_loses_nothing() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("cid", "cid-old-pw1", &[], &[], &[]);
+    let mut a = appliance(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login("cid", "cid-old-pw1").status, 200);
+    kc.set_fault(Fault::Refused);
+    wait_status(&a, "offline");
+    assert_eq!(
+        change_password(&a, "cid", "cid-old-pw1", "cid-new-pw2").body["mode"],
+        "local_only_queued"
+    );
+    a.kill9();
+    kc.set_fault(Fault::None);
+    let out = sync_once(&a);
+    assert!(out.contains("1 replayed"), "{out}");
+    assert!(kc.check_password("cid", "cid-new-pw2"));
+    sync_once(&a);
+    assert_eq!(
+        kc.admin_requests("PUT", "/reset-password"),
+        1,
+        "once, across the crash"
+    );
+}
+
+#[test]
+fn provisioning_offline_reconciles_with_a_409() {
+    let kc = FakeKeycloak::start();
+    let mut a = appliance(
+        &kc,
+        "[degraded]\nallow_user_creation = true\n[keycloak.sync]\ninterval = \"1h\"\n",
+    );
+    let mut strict = appliance(&kc, "");
+    a.start();
+    strict.start();
+    kc.set_fault(Fault::Refused);
+    wait_status(&a, "offline");
+    wait_status(&strict, "offline");
+    let refused = strict.cli(
+        &["user", "add", "dan", "--password-stdin"],
+        Some("dan-pw-1234\n"),
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        support::stderr(&refused).contains("allow_user_creation"),
+        "{}",
+        support::stderr(&refused)
+    );
+
+    let added = a.cli(
+        &["user", "add", "dan", "--password-stdin", "--group", "/ward"],
+        Some("dan-pw-1234\n"),
+    );
+    assert!(added.status.success(), "{}", support::stderr(&added));
+    assert!(stdout(&added).contains("(keycloak)"));
+    assert_eq!(
+        a.login("dan", "dan-pw-1234").status,
+        200,
+        "usable at once, offline"
+    );
+    // Meanwhile someone created the same user centrally.
+    kc.set_fault(Fault::None);
+    kc.add_user("dan", "central-pw-99", &[], &[], &[]);
+    kc.add_group("/ward");
+    let out = sync_once(&a);
+    assert!(
+        out.contains("1 replayed") && out.contains("0 dead"),
+        "{out}"
+    );
+    assert!(
+        kc.check_password("dan", "dan-pw-1234"),
+        "reconciled: the site's password is set"
+    );
+    assert!(
+        kc.user_groups("dan").contains(&"/ward".to_owned()),
+        "{:?}",
+        kc.user_groups("dan")
+    );
+
+    // Online, provisioning goes straight to Keycloak.
+    let online = strict.cli(
+        &["user", "add", "eve", "--password-stdin"],
+        Some("eve-pw-1234\n"),
+    );
+    assert!(online.status.success(), "{}", support::stderr(&online));
+    assert!(kc.user_exists("eve"));
+}
+
+#[test]
+fn a_newer_central_password_supersedes_the_queued_one() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("fay", "fay-old-pw1", &[], &[], &[]);
+    let mut a = appliance(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login("fay", "fay-old-pw1").status, 200);
+    kc.set_fault(Fault::Refused);
+    wait_status(&a, "offline");
+    assert_eq!(
+        change_password(&a, "fay", "fay-old-pw1", "fay-site-pw2").body["mode"],
+        "local_only_queued"
+    );
+    a.stop();
+    // Centrally, later: the help desk resets her password.
+    kc.set_fault(Fault::None);
+    kc.set_password("fay", "fay-central-pw3");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    kc.set_password_created_ms("fay", now_ms + 5_000);
+    let out = sync_once(&a);
+    assert!(out.contains("1 superseded"), "{out}");
+    assert!(
+        kc.check_password("fay", "fay-central-pw3"),
+        "the central change wins"
+    );
+    assert_eq!(kc.admin_requests("PUT", "/reset-password"), 0);
+}
+
+#[test]
+fn refused_replays_back_off_then_die_and_can_be_retried() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("gus", "gus-old-pw1", &[], &[], &[]);
+    let mut a = appliance(
+        &kc,
+        "[keycloak.sync]\ninterval = \"1h\"\nmax_attempts = 2\nretry_delay = \"1s\"\n",
+    );
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login("gus", "gus-old-pw1").status, 200);
+    kc.set_fault(Fault::Refused);
+    wait_status(&a, "offline");
+    assert_eq!(
+        change_password(&a, "gus", "gus-old-pw1", "gus-new-pw2").body["mode"],
+        "local_only_queued"
+    );
+    a.stop();
+    kc.set_fault(Fault::None);
+    kc.set_admin_fault(Some((400, r#"{"error":"unknown_error"}"#.into())));
+    let first = sync_once(&a);
+    assert!(first.contains("1 failed"), "{first}");
+    let again = sync_once(&a);
+    assert!(
+        again.contains("0 failed") && again.contains("0 replayed"),
+        "backing off: {again}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let dead = sync_once(&a);
+    assert!(dead.contains("1 dead"), "{dead}");
+    let listed = stdout(&a.cli(&["sync", "--list"], None));
+    assert!(listed.contains("dead"), "{listed}");
+    let st: serde_json::Value =
+        serde_json::from_str(&stdout(&a.cli(&["status", "--json"], None))).unwrap();
+    assert_eq!(st["sync"]["dead"], 1);
+    assert!(
+        st["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["name"] == "sync_dead_items"),
+        "{st}"
+    );
+    let id = listed
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches('#')
+        .to_owned();
+    let pending = a.cli(&["sync", "--drop", &id], None);
+    assert_eq!(
+        pending.status.code(),
+        Some(0),
+        "a dead item may be dropped: {}",
+        support::stderr(&pending)
+    );
+    assert_eq!(
+        a.cli(&["sync", "--retry", &id], None).status.code(),
+        Some(1),
+        "gone after the drop"
+    );
+}
+
+#[test]
+fn retry_puts_a_dead_item_back() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("hal", "hal-old-pw1", &[], &[], &[]);
+    let mut a = appliance(
+        &kc,
+        "[keycloak.sync]\ninterval = \"1h\"\nmax_attempts = 1\n",
+    );
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login("hal", "hal-old-pw1").status, 200);
+    kc.set_fault(Fault::Refused);
+    wait_status(&a, "offline");
+    assert_eq!(
+        change_password(&a, "hal", "hal-old-pw1", "hal-new-pw2").body["mode"],
+        "local_only_queued"
+    );
+    a.stop();
+    kc.set_fault(Fault::None);
+    kc.set_admin_fault(Some((400, r#"{"error":"unknown_error"}"#.into())));
+    assert!(sync_once(&a).contains("1 dead"));
+    kc.set_admin_fault(None);
+    let listed = stdout(&a.cli(&["sync", "--list"], None));
+    let id = listed
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches('#')
+        .to_owned();
+    assert!(a.cli(&["sync", "--retry", &id], None).status.success());
+    assert!(sync_once(&a).contains("1 replayed"));
+    assert!(kc.check_password("hal", "hal-new-pw2"));
+}
+
+#[test]
+fn pull_sync_disables_a_centrally_disabled_user_and_ends_their_sessions() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("ivy", "ivy-pw-1234", &["staff"], &[], &["/a"]);
+    kc.add_user("jon", "jon-pw-1234", &["staff"], &[], &[]);
+    let mut a = appliance(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
+    a.start();
+    wait_status(&a, "online");
+    let ivy = a.session_id("ivy", "ivy-pw-1234");
+    let jon = a.session_id("jon", "jon-pw-1234");
+    kc.set_enabled("ivy", false);
+    kc.delete_user("jon");
+    let out = sync_once(&a);
+    assert!(out.contains("2 disabled"), "{out}");
+    assert_eq!(a.check_session(&ivy).body["reason"], "revoked");
+    assert_eq!(a.check_session(&jon).body["reason"], "revoked");
+    let show: serde_json::Value =
+        serde_json::from_str(&stdout(&a.cli(&["user", "show", "ivy", "--json"], None))).unwrap();
+    assert_eq!(show["enabled"], false);
+}
