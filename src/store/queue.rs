@@ -43,6 +43,9 @@ pub struct QueueItem {
     /// The sealed payload, hex (never shown, never logged).
     pub payload_hex: String,
     pub queued_at: u64,
+    /// The same instant in milliseconds, compared with Keycloak's credential `createdDate`.
+    #[serde(default)]
+    pub queued_at_ms: u64,
     pub attempts: u32,
     pub next_attempt_at: u64,
     pub status: ItemStatus,
@@ -176,6 +179,7 @@ mod tests {
             kind: ItemKind::PasswordChange,
             payload_hex: "00".into(),
             queued_at: 10,
+            queued_at_ms: 10_000,
             attempts: 0,
             next_attempt_at: 10,
             status,

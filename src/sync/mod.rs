@@ -100,12 +100,27 @@ pub fn enqueue(
         kind: payload.kind(),
         payload_hex: hex(&sealed),
         queued_at: now,
+        queued_at_ms: now_ms(now),
         attempts: 0,
         next_attempt_at: now,
         status: ItemStatus::Pending,
         last_error: None,
         updated_at: now,
     })
+}
+
+/// Milliseconds for `now` (Unix seconds from the monotonic clock), with the system clock's
+/// sub-second part when it agrees with `now`.
+fn now_ms(now: u64) -> u64 {
+    let sys = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if sys / 1000 == now {
+        sys
+    } else {
+        now.saturating_mul(1000)
+    }
 }
 
 fn open_payload(app: &App, item: &QueueItem) -> Option<Payload> {
@@ -169,8 +184,13 @@ fn replay(
                 return Outcome::Rejected(missing());
             };
             // Keycloak's password is newer than our queued change: the central one wins.
+            let queued_ms = if item.queued_at_ms > 0 {
+                item.queued_at_ms
+            } else {
+                item.queued_at.saturating_mul(1000) + 999
+            };
             if let Some(created) = ok!(admin.password_created_ms(&u.id))
-                && created > item.queued_at.saturating_mul(1000)
+                && created > queued_ms
             {
                 return Outcome::Ok(Replayed::Superseded);
             }
