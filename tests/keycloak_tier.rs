@@ -548,3 +548,77 @@ fn refresher_renews_used_sessions_and_a_central_logout_revokes() {
         "other users are unaffected"
     );
 }
+
+#[test]
+fn jwks_rotation_is_picked_up_on_an_unknown_kid() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("pam", "pam-pw-1234", &["staff"], &[], &[]);
+    let mut a = appliance(&kc, "");
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login("pam", "pam-pw-1234").body["auth_mode"], "keycloak");
+    let before = kc.requests("/certs");
+    kc.rotate_keys(false);
+    let r = a.login("pam", "pam-pw-1234");
+    assert_eq!(
+        (r.status, r.body["auth_mode"].as_str()),
+        (200, Some("keycloak")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.body["user"]["roles"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("staff"))
+    );
+    assert_eq!(
+        kc.requests("/certs"),
+        before + 1,
+        "one refetch for the new kid"
+    );
+    let m = a.request("GET", "/metrics", &[], None).text;
+    assert!(
+        m.contains("edgeauth_jwks_cache_total{result=\"miss\"}"),
+        "{m}"
+    );
+    a.login("pam", "pam-pw-1234");
+    assert_eq!(kc.requests("/certs"), before + 1, "the new key is cached");
+}
+
+#[test]
+fn garbage_answers_are_unavailable_and_a_long_outage_raises_keycloak_down() {
+    let kc = FakeKeycloak::start();
+    kc.add_user("quin", "quin-pw-123", &[], &[], &[]);
+    let mut a = appliance(&kc, "[alerts]\nkeycloak_down_after = \"1s\"\n");
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login("quin", "quin-pw-123").status, 200);
+    kc.set_fault(Fault::Garbage);
+    let r = a.login("quin", "quin-pw-123");
+    assert_eq!(
+        (r.status, r.body["auth_mode"].as_str()),
+        (200, Some("cached")),
+        "{}",
+        r.text
+    );
+    wait_status(&a, "offline");
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = status(&a);
+    let down = st["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "keycloak_down")
+        .cloned();
+    assert!(down.is_some_and(|d| d["severity"] == "critical"), "{st}");
+    kc.set_fault(Fault::None);
+    wait_status(&a, "online");
+    assert!(
+        status(&a)["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["name"] != "keycloak_down")
+    );
+}

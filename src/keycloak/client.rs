@@ -353,7 +353,9 @@ impl KeycloakClient {
     }
 
     /// The health probe: `health_url` if set, else the discovery document; bounded by
-    /// `health_check_timeout`. Any 2xx is healthy.
+    /// `health_check_timeout`. Healthy is a 2xx with a JSON body (Keycloak's health answer,
+    /// or the discovery document) whose `status`, if any, is `UP`: a proxy's or captive
+    /// portal's HTML page answering 200 is not Keycloak.
     pub fn probe(&self) -> Outcome<()> {
         let url = self
             .settings
@@ -361,7 +363,25 @@ impl KeycloakClient {
             .clone()
             .unwrap_or_else(|| self.discovery_url());
         match self.health_agent.get(&url).call() {
-            Ok(res) if res.status().is_success() => Outcome::Ok(()),
+            Ok(res) if res.status().is_success() => {
+                let body = res
+                    .into_body()
+                    .with_config()
+                    .limit(MAX_BODY)
+                    .read_to_string()
+                    .unwrap_or_default();
+                match serde_json::from_str::<serde_json::Value>(&body) {
+                    Ok(v) if v.get("status").is_none_or(|s| s == "UP") => Outcome::Ok(()),
+                    Ok(v) => Outcome::Unavailable(Unavailable::new(
+                        UnavailableKind::Status,
+                        format!("{url} reports status {}", v["status"]),
+                    )),
+                    Err(_) => Outcome::Unavailable(Unavailable::new(
+                        UnavailableKind::Garbage,
+                        format!("{url} answered 2xx with a body that is not Keycloak's JSON"),
+                    )),
+                }
+            }
             Ok(res) => Outcome::Unavailable(Unavailable::new(
                 if res.status().is_server_error() {
                     UnavailableKind::Status
