@@ -18,6 +18,16 @@ use edgeauth::crypto::Secret;
 use edgeauth::domain::{Tenant, UserKey, Username};
 use fake_keycloak::FakeKeycloak;
 
+/// Kills the server when dropped, so a failed assertion leaves no process behind.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -78,13 +88,14 @@ fn main() {
     let enqueue = t.elapsed();
     drop(app);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeauth"))
+    let child = Command::new(env!("CARGO_BIN_EXE_edgeauth"))
         .args(["--config", config_path.to_str().unwrap(), "serve"])
         .env("EDGEAUTH_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let server = Server(child);
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_edgeauth"))
             .arg("--config")
@@ -99,10 +110,10 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let idle_rss = rss_kib(child.id());
+    let idle_rss = rss_kib(server.0.id());
     let st: serde_json::Value = serde_json::from_slice(&cli(&["status", "--json"]).stdout).unwrap();
     assert_eq!(st["sync"]["pending"], n as u64);
-    let status_rss = rss_kib(child.id());
+    let status_rss = rss_kib(server.0.id());
 
     let t = Instant::now();
     let out = cli(&["sync", "--once"]);
@@ -112,12 +123,11 @@ fn main() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let after_rss = rss_kib(child.id());
+    let after_rss = rss_kib(server.0.id());
     let st: serde_json::Value = serde_json::from_slice(&cli(&["status", "--json"]).stdout).unwrap();
     assert_eq!(st["sync"]["pending"], 0, "{st}");
     assert!(kc.check_password("user00000", "new-password-2"));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 
     println!(
         "== sync queue, {n} pending password changes, fake Keycloak on loopback (release build)"

@@ -369,18 +369,7 @@ pub async fn set_group(
         let out = kc
             .call(&app.metrics, "group_change", move || {
                 let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
-                match admin.find_user(&u) {
-                    Outcome::Ok(Some(found)) => admin.set_group(&found.id, &g, join),
-                    Outcome::Ok(None) => {
-                        Outcome::Rejected(crate::keycloak::outcome::Rejection::Other {
-                            status: 404,
-                            error: "user_not_found".into(),
-                            description: "Keycloak has no such user".into(),
-                        })
-                    }
-                    Outcome::Rejected(r) => Outcome::Rejected(r),
-                    Outcome::Unavailable(x) => Outcome::Unavailable(x),
-                }
+                admin.for_user(&u, |admin, id| admin.set_group(id, &g, join))
             })
             .await;
         match out {

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use super::regulation::{after_failure, banned_for, ip_subject, user_subject};
+use super::regulation::{banned_for, ip_subject, record_failures, user_subject};
 use super::session::new_session;
 use super::{AuthError, Client, check_password_input, user_key};
 use crate::app::App;
@@ -179,12 +179,7 @@ async fn fail(
     let row = a.audit(outcome, None);
     let now = a.now;
     let retry = super::write(&app.store, move |w| {
-        let mut retry = None;
-        for (subject, limit, cfg) in subjects {
-            let s = after_failure(w.strikes(&subject)?, now, limit, &cfg);
-            retry = retry.max(banned_for(Some(&s), now));
-            w.put_strikes(&subject, &s)?;
-        }
+        let retry = record_failures(w, &subjects, now)?;
         w.append_audit(&row)?;
         Ok(retry)
     })

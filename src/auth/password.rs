@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::regulation::{after_failure, banned_for, ip_subject, user_subject};
+use super::regulation::{banned_for, ip_subject, record_failures, user_subject};
 use super::{AuthError, Client, check_password_input, user_key};
 use crate::app::App;
 use crate::config::PasswordChangePolicy;
@@ -105,15 +105,12 @@ pub async fn change_password(
         let cfg = app.config.regulation.clone();
         let row = audit("invalid_credentials");
         async move {
+            let mut subjects = vec![(us, cfg.max_retries, cfg.clone())];
+            if let Some(is) = is {
+                subjects.push((is, cfg.max_retries_per_ip, cfg.clone()));
+            }
             let retry = super::write(&app.store, move |w| {
-                let mut retry = None;
-                for (subject, limit) in [(Some(us), cfg.max_retries), (is, cfg.max_retries_per_ip)]
-                {
-                    let Some(subject) = subject else { continue };
-                    let s = after_failure(w.strikes(&subject)?, now, limit, &cfg);
-                    retry = retry.max(banned_for(Some(&s), now));
-                    w.put_strikes(&subject, &s)?;
-                }
+                let retry = record_failures(w, &subjects, now)?;
                 w.append_audit(&row)?;
                 Ok(retry)
             })
@@ -192,16 +189,7 @@ pub async fn change_password(
             let out = kc
                 .call(&app.metrics, "reset_password", move || {
                     let admin = Admin::new(&t, &k.admin_tokens);
-                    match admin.find_user(&u) {
-                        Outcome::Ok(Some(found)) => admin.reset_password(&found.id, &p),
-                        Outcome::Ok(None) => Outcome::Rejected(Rejection::Other {
-                            status: 404,
-                            error: "user_not_found".into(),
-                            description: "Keycloak has no such user".into(),
-                        }),
-                        Outcome::Rejected(r) => Outcome::Rejected(r),
-                        Outcome::Unavailable(x) => Outcome::Unavailable(x),
-                    }
+                    admin.for_user(&u, |admin, id| admin.reset_password(id, &p))
                 })
                 .await;
             match out {

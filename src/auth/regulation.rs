@@ -37,6 +37,22 @@ pub fn after_failure(s: Option<Strikes>, now: u64, limit: u32, cfg: &RegulationC
     s
 }
 
+/// Counts one failure against each `(subject, limit, config)` inside the caller's transaction;
+/// returns the longest ban that started or is running, in seconds.
+pub fn record_failures(
+    w: &mut crate::store::WriteTx,
+    subjects: &[(String, u32, RegulationConfig)],
+    now: u64,
+) -> crate::store::Result<Option<u64>> {
+    let mut retry = None;
+    for (subject, limit, cfg) in subjects {
+        let s = after_failure(w.strikes(subject)?, now, *limit, cfg);
+        retry = retry.max(banned_for(Some(&s), now));
+        w.put_strikes(subject, &s)?;
+    }
+    Ok(retry)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

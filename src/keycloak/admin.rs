@@ -192,6 +192,23 @@ impl<'a> Admin<'a> {
         )
     }
 
+    /// Finds the user by username and runs `f` with their id; a user Keycloak does not have is
+    /// Rejected with 404 `user_not_found` (deleted centrally: no retry will help).
+    pub fn for_user<T>(
+        &self,
+        username: &str,
+        f: impl FnOnce(&Self, &str) -> Outcome<T>,
+    ) -> Outcome<T> {
+        match try_outcome!(self.find_user(username)) {
+            Some(u) => f(self, &u.id),
+            None => Outcome::Rejected(Rejection::Other {
+                status: 404,
+                error: "user_not_found".into(),
+                description: format!("Keycloak has no user {username}"),
+            }),
+        }
+    }
+
     /// Creates the user; a 409 (it exists) reconciles with the existing user. Returns its id.
     pub fn create_user(
         &self,

@@ -148,12 +148,7 @@ fn permanent(r: &Rejection) -> bool {
     }
 }
 
-fn replay(
-    app: &App,
-    kc: &crate::keycloak::Keycloak,
-    item: &QueueItem,
-    payload: Payload,
-) -> Outcome<Replayed> {
+fn replay(kc: &crate::keycloak::Keycloak, item: &QueueItem, payload: Payload) -> Outcome<Replayed> {
     let Ok(tenant) = crate::domain::Tenant::parse(&item.tenant) else {
         return Outcome::Rejected(Rejection::Other {
             status: 400,
@@ -163,11 +158,6 @@ fn replay(
     };
     let tier = kc.tier(&tenant);
     let admin = Admin::new(&tier, &kc.admin_tokens);
-    let missing = || Rejection::Other {
-        status: 404,
-        error: "user_not_found".into(),
-        description: format!("Keycloak has no user {}", item.username),
-    };
     macro_rules! ok {
         ($e:expr) => {
             match $e {
@@ -177,26 +167,22 @@ fn replay(
             }
         };
     }
-    let _ = app;
     match payload {
-        Payload::PasswordChange { password } => {
-            let Some(u) = ok!(admin.find_user(&item.username)) else {
-                return Outcome::Rejected(missing());
-            };
+        Payload::PasswordChange { password } => admin.for_user(&item.username, |admin, id| {
             // Keycloak's password is newer than our queued change: the central one wins.
             let queued_ms = if item.queued_at_ms > 0 {
                 item.queued_at_ms
             } else {
                 item.queued_at.saturating_mul(1000) + 999
             };
-            if let Some(created) = ok!(admin.password_created_ms(&u.id))
+            if let Some(created) = ok!(admin.password_created_ms(id))
                 && created > queued_ms
             {
                 return Outcome::Ok(Replayed::Superseded);
             }
-            ok!(admin.reset_password(&u.id, &password));
+            ok!(admin.reset_password(id, &password));
             Outcome::Ok(Replayed::Done)
-        }
+        }),
         Payload::UserProvision {
             password,
             enabled,
@@ -208,13 +194,10 @@ fn replay(
             }
             Outcome::Ok(Replayed::Done)
         }
-        Payload::GroupChange { group, join } => {
-            let Some(u) = ok!(admin.find_user(&item.username)) else {
-                return Outcome::Rejected(missing());
-            };
-            ok!(admin.set_group(&u.id, &group, join));
+        Payload::GroupChange { group, join } => admin.for_user(&item.username, |admin, id| {
+            ok!(admin.set_group(id, &group, join));
             Outcome::Ok(Replayed::Done)
-        }
+        }),
     }
 }
 
@@ -272,11 +255,9 @@ pub async fn cycle(app: &Arc<App>) -> Result<CycleReport, AuthError> {
             report.dead += 1;
             continue;
         };
-        let (a, k, i) = (app.clone(), kc.clone(), item.clone());
+        let (k, i) = (kc.clone(), item.clone());
         let outcome = kc
-            .call(&app.metrics, "sync_replay", move || {
-                replay(&a, &k, &i, payload)
-            })
+            .call(&app.metrics, "sync_replay", move || replay(&k, &i, payload))
             .await;
         match outcome {
             Outcome::Ok(Replayed::Done) => {
