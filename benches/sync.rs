@@ -92,10 +92,10 @@ fn main() {
         .args(["--config", config_path.to_str().unwrap(), "serve"])
         .env("EDGEAUTH_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
         .spawn()
         .unwrap();
-    let server = Server(child);
+    let mut server = Server(child);
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_edgeauth"))
             .arg("--config")
@@ -110,6 +110,11 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        matches!(server.0.try_wait(), Ok(None)),
+        "the server exited: {}",
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+    );
     let idle_rss = rss_kib(server.0.id());
     let st: serde_json::Value = serde_json::from_slice(&cli(&["status", "--json"]).stdout).unwrap();
     assert_eq!(st["sync"]["pending"], n as u64);

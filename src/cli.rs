@@ -385,17 +385,33 @@ fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
         .map_err(|e| AppError::Runtime(format!("cannot start the async runtime: {e}")))
 }
 
-/// Sends the request to the running server, or runs it on the database directly.
+/// Sends the request to the running server, or runs it on the database directly. When the
+/// database is locked but no server answers yet (one is starting, or another command holds
+/// it for a moment), it tries both again for a few seconds before giving up.
 fn admin(config: &Config, req: AdminRequest) -> Result<Value, AppError> {
-    match socket::call(&config.server.data_dir, &req) {
-        Reach::Answered(r) => r,
-        Reach::NoServer => {
-            let app: Arc<App> = if matches!(req, AdminRequest::DbCheck) {
-                App::open_checked(config.clone())?
-            } else {
-                App::open(config.clone())?
-            };
-            runtime()?.block_on(execute(&app, req))
+    let started = std::time::Instant::now();
+    loop {
+        match socket::call(&config.server.data_dir, &req) {
+            Reach::Answered(r) => return r,
+            Reach::NoServer => {
+                let opened = if matches!(req, AdminRequest::DbCheck) {
+                    App::open_checked(config.clone())
+                } else {
+                    App::open(config.clone())
+                };
+                match opened {
+                    Ok(app) => {
+                        let app: Arc<App> = app;
+                        return runtime()?.block_on(execute(&app, req));
+                    }
+                    Err(AppError::Store(crate::store::StoreError::Locked { .. }))
+                        if started.elapsed() < crate::serve::LOCK_WAIT =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
 }

@@ -34,7 +34,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     };
     let listen = config.server.listen;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let app = App::open(config)?;
+    let app = open_waiting(config).await?;
     let listener = crate::http::server::bind(listen)
         .await
         .map_err(AppError::Runtime)?;
@@ -97,6 +97,34 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     log::info!("stopped");
     Ok(())
 }
+
+/// Opens the store, waiting up to [`LOCK_WAIT`] while another process holds it: an
+/// operator's `edgeauth status` or `user add` opens the database for a moment when no server
+/// runs, and a start that coincides with one must not fail.
+async fn open_waiting(config: Config) -> Result<std::sync::Arc<App>, AppError> {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match App::open(config.clone()) {
+            Err(AppError::Store(crate::store::StoreError::Locked { path }))
+                if started.elapsed() < LOCK_WAIT =>
+            {
+                if !said {
+                    log::info!(
+                        "waiting for {} (held by another edgeauth command)",
+                        path.display()
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long `serve` waits for a database lock held by a short CLI command.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
