@@ -66,9 +66,12 @@ usage() {
 sha256_of() { sha256sum "$1" | awk '{print $1}'; }
 sha512_of() { sha512sum "$1" | awk '{print $1}'; }
 
-mvn_copy() { # mvn_copy <type> <outdir>
-    (cd "$2" && mvn -B -q -Dstyle.color=never "$DEP_PLUGIN:copy" \
-        "-Dartifact=$KC_GAV:$1" "-DoutputDirectory=$2" -Dmdep.overWriteReleases=true) >&2
+mvn_copy() { # mvn_copy <type> <outdir>; mvn's output is shown only when it fails
+    if ! (cd "$2" && mvn -B -q "$DEP_PLUGIN:copy" "-Dartifact=$KC_GAV:$1" \
+        "-DoutputDirectory=$2" -Dmdep.overWriteReleases=true) >"$2/mvn.log" 2>&1; then
+        cat "$2/mvn.log" >&2
+        return 1
+    fi
 }
 
 download() {
@@ -172,15 +175,17 @@ pick_java() { # prints the java binary to use
 
 # ---------------------------------------------------------------------------- process
 
-read_pid() { [[ -f $PID_FILE ]] && cat "$PID_FILE" || true; }
+read_pid() { if [[ -f $PID_FILE ]]; then cat "$PID_FILE"; fi; }
 
-# True when the pid file names a live process that is our kc.sh (guards against pid reuse).
+# True when the pid file names a live process of this dist (guards against pid reuse). The pid is
+# kc.sh at first; after an implicit re-augmentation kc.sh execs java in place, whose command line
+# carries -Dkc.home.dir=$KC_HOME/bin/..
 is_running() {
     local pid
     pid=$(read_pid)
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$KC_HOME/bin/kc.sh"
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$KC_HOME/bin/"
 }
 
 group_alive() { kill -0 -- "-$1" 2>/dev/null; }

@@ -273,6 +273,16 @@ pub struct SyncConfig {
     pub max_attempts: u32,
     /// First delay after a refused replay; doubles per attempt, at most an hour.
     pub retry_delay: Dur,
+    /// Which users the pull looks up: those this site knows, one lookup each, or the whole
+    /// realm, listed page by page (fewer calls when most of the realm uses this site).
+    pub pull: PullScope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullScope {
+    Known,
+    Realm,
 }
 
 impl Default for SyncConfig {
@@ -283,6 +293,7 @@ impl Default for SyncConfig {
             batch: 100,
             max_attempts: 10,
             retry_delay: Dur::secs(30),
+            pull: PullScope::Known,
         }
     }
 }

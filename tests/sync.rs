@@ -335,10 +335,25 @@ fn retry_puts_a_dead_item_back() {
 
 #[test]
 fn pull_sync_disables_a_centrally_disabled_user_and_ends_their_sessions() {
+    pull_sync_in_scope("known");
+}
+
+#[test]
+fn pull_sync_by_realm_listing_does_the_same() {
+    pull_sync_in_scope("realm");
+}
+
+fn pull_sync_in_scope(scope: &str) {
     let kc = FakeKeycloak::start();
     kc.add_user("ivy", "ivy-pw-1234", &["staff"], &[], &["/a"]);
     kc.add_user("jon", "jon-pw-1234", &["staff"], &[], &[]);
-    let mut a = appliance(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
+    for i in 0..5 {
+        kc.add_user(&format!("other{i}"), "other-pw-123", &[], &[], &[]);
+    }
+    let mut a = appliance(
+        &kc,
+        &format!("[keycloak.sync]\ninterval = \"1h\"\npull = \"{scope}\"\nbatch = 3\n"),
+    );
     a.start();
     wait_status(&a, "online");
     let ivy = a.session_id("ivy", "ivy-pw-1234");

@@ -192,6 +192,26 @@ impl<'a> Admin<'a> {
         )
     }
 
+    /// Every user of the realm, `page` at a time.
+    pub fn all_users(&self, page: u32) -> Outcome<Vec<KcUser>> {
+        let mut out = Vec::new();
+        let mut first = 0u32;
+        loop {
+            let r = try_outcome!(self.expect_ok(
+                "GET",
+                &format!("/users?first={first}&max={page}&briefRepresentation=true"),
+                None
+            ));
+            let batch: Vec<KcUser> = try_outcome!(parse(&r));
+            let n = batch.len() as u32;
+            out.extend(batch);
+            if n < page {
+                return Outcome::Ok(out);
+            }
+            first = first.saturating_add(n);
+        }
+    }
+
     /// Finds the user by username and runs `f` with their id; a user Keycloak does not have is
     /// Rejected with 404 `user_not_found` (deleted centrally: no retry will help).
     pub fn for_user<T>(

@@ -360,20 +360,57 @@ async fn pull(
         .read(|r| r.users(None))
         .map_err(|e| Unavailable::new(UnavailableKind::Garbage, e.to_string()))?;
     let (mut pulled, mut disabled) = (0, 0);
-    for u in users
+    let users: Vec<_> = users
         .into_iter()
         .filter(|u| u.source == Source::Keycloak && u.enabled)
-    {
+        .collect();
+    // `pull = "realm"`: one paged listing per tenant's realm instead of one lookup per user.
+    let mut listings: std::collections::HashMap<
+        String,
+        Arc<std::collections::HashMap<String, crate::keycloak::admin::KcUser>>,
+    > = std::collections::HashMap::new();
+    if app.config.keycloak.sync.pull == crate::config::PullScope::Realm {
+        let tenants: HashSet<crate::domain::Tenant> =
+            users.iter().map(|u| u.tenant.clone()).collect();
+        for tenant in tenants {
+            let (k, t) = (kc.clone(), tenant.clone());
+            let page = app.config.keycloak.sync.batch.max(1);
+            let listed = kc
+                .call(&app.metrics, "sync_list", move || {
+                    let tier = k.tier(&t);
+                    Admin::new(&tier, &k.admin_tokens).all_users(page)
+                })
+                .await;
+            match listed {
+                Outcome::Ok(all) => {
+                    let map = all
+                        .into_iter()
+                        .map(|u| (u.username.to_lowercase(), u))
+                        .collect();
+                    listings.insert(tenant.to_string(), Arc::new(map));
+                }
+                Outcome::Rejected(r) => {
+                    log::warn!("sync: listing the users of {tenant}'s realm was refused: {r}")
+                }
+                Outcome::Unavailable(u) => return Err(u),
+            }
+        }
+    }
+    for u in users {
         let key = u.key();
         let (k, username, tenant) = (kc.clone(), u.username.to_string(), u.tenant.clone());
+        let listing = listings.get(tenant.as_str()).cloned();
         let central = kc
             .call(&app.metrics, "sync_pull", move || {
                 let tier = k.tier(&tenant);
                 let admin = Admin::new(&tier, &k.admin_tokens);
-                let found = match admin.find_user(&username) {
-                    Outcome::Ok(f) => f,
-                    Outcome::Rejected(r) => return Outcome::Rejected(r),
-                    Outcome::Unavailable(u) => return Outcome::Unavailable(u),
+                let found = match &listing {
+                    Some(map) => map.get(&username).cloned(),
+                    None => match admin.find_user(&username) {
+                        Outcome::Ok(f) => f,
+                        Outcome::Rejected(r) => return Outcome::Rejected(r),
+                        Outcome::Unavailable(u) => return Outcome::Unavailable(u),
+                    },
                 };
                 let Some(found) = found.filter(|f| f.enabled) else {
                     return Outcome::Ok(None);
