@@ -32,6 +32,7 @@ fn add_user(rt: &tokio::runtime::Runtime, app: &Arc<App>, name: &str, password: 
         app,
         NewUser {
             key: UserKey::new(Tenant::default_tenant(), Username::parse(name).unwrap()),
+            profile: Default::default(),
             roles: vec!["staff".into()],
             groups: vec![],
             source: Source::Local,

@@ -110,6 +110,14 @@ pub enum UserCommand {
         local: bool,
         #[arg(long)]
         password_stdin: bool,
+        /// E-mail of a new Keycloak user (Keycloak 26 needs e-mail and names before a
+        /// password login works).
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        first_name: Option<String>,
+        #[arg(long)]
+        last_name: Option<String>,
     },
     /// List users.
     List {
@@ -454,6 +462,9 @@ fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
             groups,
             local,
             password_stdin,
+            email,
+            first_name,
+            last_name,
         } => {
             let password = read_password(password_stdin, true)?;
             let v = admin(
@@ -465,6 +476,11 @@ fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
                     groups,
                     local,
                     password,
+                    profile: crate::keycloak::admin::Profile {
+                        email,
+                        first_name,
+                        last_name,
+                    },
                 },
             )?;
             println!(

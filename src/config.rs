@@ -708,6 +708,23 @@ mod tests {
     }
 
     #[test]
+    fn the_seed_profiles_are_valid_configs() {
+        let base = "[keycloak]\nserver = \"https://sso\"\nrealm = \"r\"\nclient_id = \"c\"\n";
+        let fast = "[keycloak.resilience]\nfailure_threshold = 1\ncooldown = \"30s\"\nrequest_timeout = \"2s\"\nhealth_check_interval = \"15s\"\n[auth]\norder = \"local-first\"\n";
+        let strict = "[keycloak.resilience]\nfailure_threshold = 5\ncooldown = \"120s\"\nrequest_timeout = \"10s\"\ntoken_grace_period = \"4h\"\n[auth.offline]\ncredentials_expiration = \"12h\"\nfailed_login_attempts = 3\n[degraded]\npassword_change = \"deny\"\n";
+        let f = parse(&format!("{base}{fast}")).unwrap();
+        assert_eq!(
+            (f.keycloak.resilience.failure_threshold, f.auth.order),
+            (1, AuthOrder::LocalFirst)
+        );
+        let s = parse(&format!("{base}{strict}")).unwrap();
+        assert_eq!(s.degraded.password_change, PasswordChangePolicy::Deny);
+        assert_eq!(s.auth.offline.credentials_expiration, Dur::secs(12 * 3600));
+        let balanced = parse(base).unwrap();
+        assert_eq!(balanced.keycloak.resilience, ResilienceConfig::default());
+    }
+
+    #[test]
     fn trusted_proxies_take_cidrs() {
         let c = parse("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]\n").unwrap();
         assert_eq!(c.server.trusted_proxies.len(), 2);

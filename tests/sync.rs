@@ -197,7 +197,18 @@ fn provisioning_offline_reconciles_with_a_409() {
 
     // Online, provisioning goes straight to Keycloak.
     let online = strict.cli(
-        &["user", "add", "eve", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "eve",
+            "--password-stdin",
+            "--email",
+            "eve@site.test",
+            "--first-name",
+            "Eve",
+            "--last-name",
+            "Ng",
+        ],
         Some("eve-pw-1234\n"),
     );
     assert!(online.status.success(), "{}", support::stderr(&online));

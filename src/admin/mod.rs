@@ -26,6 +26,8 @@ pub enum AdminRequest {
         groups: Vec<String>,
         local: bool,
         password: Secret,
+        #[serde(default)]
+        profile: crate::keycloak::admin::Profile,
     },
     UserList {
         tenant: Option<String>,
@@ -100,6 +102,7 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
             groups,
             local,
             password,
+            profile,
         } => {
             let source = if local || !app.config.keycloak.enabled() {
                 Source::Local
@@ -109,6 +112,7 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
             let view = accounts::add(
                 app,
                 NewUser {
+                    profile,
                     key: key(&tenant, &username)?,
                     roles,
                     groups,

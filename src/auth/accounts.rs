@@ -69,6 +69,8 @@ impl From<&UserRecord> for UserView {
 #[derive(Debug, Clone)]
 pub struct NewUser {
     pub key: UserKey,
+    /// E-mail and names for a new Keycloak user (Keycloak 26 requires them by default).
+    pub profile: crate::keycloak::admin::Profile,
     pub roles: Vec<String>,
     pub groups: Vec<String>,
     pub source: Source,
@@ -132,10 +134,11 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
             new.password.clone(),
             groups.clone(),
         );
+        let profile = new.profile.clone();
         let out = kc
             .call(&app.metrics, "provision", move || {
                 let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
-                let id = match admin.create_user(&u, Some(&p), true) {
+                let id = match admin.create_user(&u, Some(&p), true, &profile) {
                     Outcome::Ok(id) => id,
                     Outcome::Rejected(r) => return Outcome::Rejected(r),
                     Outcome::Unavailable(x) => return Outcome::Unavailable(x),
@@ -166,6 +169,7 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
                     password: new.password.clone(),
                     enabled: true,
                     groups: groups.clone(),
+                    profile: new.profile.clone(),
                 });
             }
             Outcome::Unavailable(u) => {

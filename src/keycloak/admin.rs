@@ -15,6 +15,19 @@ use super::client::RawResponse;
 use super::outcome::{Outcome, Rejection, Unavailable, UnavailableKind};
 use crate::crypto::Secret;
 
+/// The profile fields a new Keycloak user gets. Keycloak 26's default user profile requires
+/// e-mail, first and last name: a user created without them cannot log in with a password
+/// ("Account is not fully set up") until they are filled in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Profile {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+}
+
 /// A user as the admin API shows it (the fields edgeauth reads).
 #[derive(Debug, Clone, Deserialize)]
 pub struct KcUser {
@@ -235,8 +248,20 @@ impl<'a> Admin<'a> {
         username: &str,
         password: Option<&Secret>,
         enabled: bool,
+        profile: &Profile,
     ) -> Outcome<String> {
         let mut rep = json!({"username": username, "enabled": enabled});
+        if let Some(e) = &profile.email {
+            // The operator vouches for it: no verification e-mail from a site appliance.
+            rep["email"] = json!(e);
+            rep["emailVerified"] = json!(true);
+        }
+        if let Some(f) = &profile.first_name {
+            rep["firstName"] = json!(f);
+        }
+        if let Some(l) = &profile.last_name {
+            rep["lastName"] = json!(l);
+        }
         if let Some(p) = password {
             rep["credentials"] =
                 json!([{"type": "password", "value": p.expose(), "temporary": false}]);

@@ -39,6 +39,8 @@ pub enum Payload {
         password: Secret,
         enabled: bool,
         groups: Vec<String>,
+        #[serde(default)]
+        profile: crate::keycloak::admin::Profile,
     },
     GroupChange {
         group: String,
@@ -187,8 +189,9 @@ fn replay(kc: &crate::keycloak::Keycloak, item: &QueueItem, payload: Payload) ->
             password,
             enabled,
             groups,
+            profile,
         } => {
-            let id = ok!(admin.create_user(&item.username, Some(&password), enabled));
+            let id = ok!(admin.create_user(&item.username, Some(&password), enabled, &profile));
             for g in groups {
                 ok!(admin.set_group(&id, &g, true));
             }
