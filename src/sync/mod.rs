@@ -11,6 +11,8 @@
 //! * The pull sync disables users deleted or disabled centrally and refreshes roles and groups.
 //! * Every cycle writes a sync-log record.
 
+mod pull;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::auth::AuthError;
 use crate::crypto::Secret;
-use crate::domain::{Source, UserKey};
+use crate::domain::UserKey;
 use crate::keycloak::admin::Admin;
-use crate::keycloak::outcome::{Outcome, Rejection, Unavailable, UnavailableKind};
+use crate::keycloak::outcome::{Outcome, Rejection};
 use crate::resilience::monitor::KeycloakStatus;
 use crate::store::WriteTx;
 use crate::store::queue::{ItemKind, ItemStatus, QueueItem, SyncLogRecord};
-use crate::store::sessions::RevokeReason;
 
 /// What an item asks Keycloak to do. Sealed at rest; never printed.
 #[derive(Clone, Serialize, Deserialize)]
@@ -320,7 +321,7 @@ pub async fn cycle(app: &Arc<App>) -> Result<CycleReport, AuthError> {
         }
     }
     if report.error.is_none() && app.config.keycloak.sync.enabled {
-        match pull(app, &kc).await {
+        match pull::pull(app, &kc).await {
             Ok((pulled, disabled)) => {
                 report.pulled = pulled;
                 report.disabled = disabled;
@@ -350,128 +351,6 @@ async fn finish(
     item.last_error = error;
     item.updated_at = app.clock.now();
     crate::auth::write(&app.store, move |w| w.put_queue_item(&item)).await
-}
-
-/// Pulls central changes for the Keycloak users this site knows: a user deleted or disabled
-/// centrally is disabled here and their sessions end; roles and groups are refreshed.
-async fn pull(
-    app: &Arc<App>,
-    kc: &Arc<crate::keycloak::Keycloak>,
-) -> Result<(u64, u64), Unavailable> {
-    let users = app
-        .store
-        .read(|r| r.users(None))
-        .map_err(|e| Unavailable::new(UnavailableKind::Garbage, e.to_string()))?;
-    let (mut pulled, mut disabled) = (0, 0);
-    let users: Vec<_> = users
-        .into_iter()
-        .filter(|u| u.source == Source::Keycloak && u.enabled)
-        .collect();
-    // `pull = "realm"`: one paged listing per tenant's realm instead of one lookup per user.
-    let mut listings: std::collections::HashMap<
-        String,
-        Arc<std::collections::HashMap<String, crate::keycloak::admin::KcUser>>,
-    > = std::collections::HashMap::new();
-    if app.config.keycloak.sync.pull == crate::config::PullScope::Realm {
-        let tenants: HashSet<crate::domain::Tenant> =
-            users.iter().map(|u| u.tenant.clone()).collect();
-        for tenant in tenants {
-            let (k, t) = (kc.clone(), tenant.clone());
-            let page = app.config.keycloak.sync.batch.max(1);
-            let listed = kc
-                .call(&app.metrics, "sync_list", move || {
-                    let tier = k.tier(&t);
-                    Admin::new(&tier, &k.admin_tokens).all_users(page)
-                })
-                .await;
-            match listed {
-                Outcome::Ok(all) => {
-                    let map = all
-                        .into_iter()
-                        .map(|u| (u.username.to_lowercase(), u))
-                        .collect();
-                    listings.insert(tenant.to_string(), Arc::new(map));
-                }
-                Outcome::Rejected(r) => {
-                    log::warn!("sync: listing the users of {tenant}'s realm was refused: {r}")
-                }
-                Outcome::Unavailable(u) => return Err(u),
-            }
-        }
-    }
-    for u in users {
-        let key = u.key();
-        let (k, username, tenant) = (kc.clone(), u.username.to_string(), u.tenant.clone());
-        let listing = listings.get(tenant.as_str()).cloned();
-        let central = kc
-            .call(&app.metrics, "sync_pull", move || {
-                let tier = k.tier(&tenant);
-                let admin = Admin::new(&tier, &k.admin_tokens);
-                let found = match &listing {
-                    Some(map) => map.get(&username).cloned(),
-                    None => match admin.find_user(&username) {
-                        Outcome::Ok(f) => f,
-                        Outcome::Rejected(r) => return Outcome::Rejected(r),
-                        Outcome::Unavailable(u) => return Outcome::Unavailable(u),
-                    },
-                };
-                let Some(found) = found.filter(|f| f.enabled) else {
-                    return Outcome::Ok(None);
-                };
-                let roles = match admin.roles(&found.id) {
-                    Outcome::Ok(r) => r,
-                    Outcome::Rejected(r) => return Outcome::Rejected(r),
-                    Outcome::Unavailable(u) => return Outcome::Unavailable(u),
-                };
-                match admin.user_groups(&found.id) {
-                    Outcome::Ok(groups) => Outcome::Ok(Some((roles, groups))),
-                    Outcome::Rejected(r) => Outcome::Rejected(r),
-                    Outcome::Unavailable(u) => Outcome::Unavailable(u),
-                }
-            })
-            .await;
-        let now = app.clock.now();
-        match central {
-            Outcome::Ok(None) => {
-                let k = key.clone();
-                crate::auth::write(&app.store, move |w| {
-                    if let Some(mut u) = w.user(&k)? {
-                        u.enabled = false;
-                        u.updated_at = now;
-                        w.put_user(&u)?;
-                    }
-                    w.revoke_user_sessions(&k, RevokeReason::UserDisabled, now, None)
-                        .map(|_| ())
-                })
-                .await
-                .map_err(|e| Unavailable::new(UnavailableKind::Garbage, e.to_string()))?;
-                log::info!(
-                    "sync: {key} is disabled or gone in Keycloak; disabled here and sessions ended"
-                );
-                disabled += 1;
-            }
-            Outcome::Ok(Some((roles, groups))) => {
-                let k = key.clone();
-                crate::auth::write(&app.store, move |w| {
-                    if let Some(mut u) = w.user(&k)?
-                        && (u.roles != roles || u.groups != groups)
-                    {
-                        u.roles = roles;
-                        u.groups = groups;
-                        u.updated_at = now;
-                        w.put_user(&u)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(|e| Unavailable::new(UnavailableKind::Garbage, e.to_string()))?;
-                pulled += 1;
-            }
-            Outcome::Rejected(r) => log::warn!("sync: pulling {key} was refused: {r}"),
-            Outcome::Unavailable(u) => return Err(u),
-        }
-    }
-    Ok((pulled, disabled))
 }
 
 /// The worker: a cycle every `keycloak.sync.interval`, and at once when the monitor sees

@@ -16,6 +16,12 @@
 
 use std::sync::Arc;
 
+mod local_first;
+mod offline;
+
+use local_first::local_first;
+use offline::offline_login;
+
 use super::regulation::{banned_for, ip_subject, record_failures, user_subject};
 use super::session::new_session;
 use super::{AuthError, Client, check_password_input, user_key};
@@ -445,159 +451,5 @@ async fn online_rejected(
             audit_only(app, a.audit("keycloak_rejected", None)).await?;
             Err(AuthError::InvalidCredentials)
         }
-    }
-}
-
-/// Keycloak cannot be asked: the local hash, within the offline limits.
-async fn offline_login(
-    app: &Arc<App>,
-    a: &Attempt,
-    user: Option<UserRecord>,
-    why: Unavailable,
-) -> Result<LoginOk, AuthError> {
-    app.metrics.fallback();
-    let off = &app.config.auth.offline;
-    if !off.allow || !app.config.degraded.allow_login {
-        audit_only(app, a.audit("offline_login_not_allowed", None)).await?;
-        return Err(AuthError::OfflineLoginNotAllowed);
-    }
-    let locked = app
-        .store
-        .read(|r| Ok(banned_for(r.strikes(&a.offline_subject())?.as_ref(), a.now)))?;
-    if let Some(retry_after) = locked {
-        audit_only(app, a.audit("offline_locked_out", None)).await?;
-        return Err(AuthError::TooManyAttempts { retry_after });
-    }
-    let verified = verify(app, a, user.as_ref()).await?;
-    let Some(u) = user.filter(|_| verified != Verified::NoMatch) else {
-        return Err(fail(app, a, "invalid_credentials", true).await?);
-    };
-    if !u.enabled {
-        audit_only(app, a.audit("account_disabled", None)).await?;
-        return Err(AuthError::AccountDisabled);
-    }
-    let window = off.credentials_expiration.as_secs();
-    if u.last_online_auth
-        .is_none_or(|t| a.now.saturating_sub(t) > window)
-    {
-        audit_only(app, a.audit("offline_login_expired", None)).await?;
-        return Err(AuthError::OfflineLoginExpired);
-    }
-    let grace = app.config.keycloak.resilience.token_grace_period.as_secs();
-    let mode = if u
-        .tokens_at
-        .is_some_and(|t| a.now.saturating_sub(t) <= grace)
-    {
-        AuthMode::Cached
-    } else {
-        AuthMode::Local
-    };
-    log::info!(
-        "offline login of {} ({mode}): Keycloak unavailable ({why})",
-        a.key
-    );
-    let warning =
-        Some("Keycloak is unreachable; signed in from this site's cached credentials".to_owned());
-    succeed(app, a, u, false, mode, None, warning).await
-}
-
-/// `local-first`: the local hash answers now; Keycloak confirms in the background.
-async fn local_first(
-    app: &Arc<App>,
-    kc: &Arc<Keycloak>,
-    a: &Attempt,
-    user: Option<UserRecord>,
-) -> Result<LoginOk, AuthError> {
-    if kc.status() == KeycloakStatus::Offline {
-        let why = Unavailable::new(
-            crate::keycloak::outcome::UnavailableKind::CircuitOpen,
-            "Keycloak is offline",
-        );
-        return offline_login(app, a, user, why).await;
-    }
-    let local_ok = match user.as_ref() {
-        Some(u) if u.enabled && u.password_hash.is_some() => {
-            verify(app, a, Some(u)).await? != Verified::NoMatch
-        }
-        _ => false,
-    };
-    let (Some(u), true) = (user.clone(), local_ok) else {
-        // Nothing local to answer from (first login, or a changed password): ask Keycloak.
-        return online_first(app, kc, a, user).await;
-    };
-    let ok = succeed(app, a, u, false, AuthMode::Local, None, None).await?;
-    let (app2, kc2, digest) = (app.clone(), kc.clone(), ok.session_id.digest());
-    let attempt = Attempt {
-        key: a.key.clone(),
-        password: a.password.clone(),
-        client: a.client,
-        now: a.now,
-        user_subject: a.user_subject.clone(),
-        ip_subject: a.ip_subject.clone(),
-    };
-    tokio::spawn(async move { confirm_in_background(app2, kc2, attempt, digest).await });
-    Ok(ok)
-}
-
-async fn confirm_in_background(
-    app: Arc<App>,
-    kc: Arc<Keycloak>,
-    a: Attempt,
-    digest: crate::crypto::SessionDigest,
-) {
-    let tier = kc.tier(&a.key.tenant);
-    let outcome = password_grant(&app, &kc, &tier, &a).await;
-    let now = app.clock.now();
-    let result = match outcome {
-        Outcome::Ok(tokens) => {
-            let sealed = app
-                .config
-                .keycloak
-                .resilience
-                .cache_tokens
-                .then(|| seal_tokens(&app, &a.key, &tokens, now));
-            let key = a.key.clone();
-            super::write(&app.store, move |w| {
-                if let Some(mut s) = w.session(&digest)? {
-                    s.auth_mode = AuthMode::Keycloak;
-                    s.keycloak = sealed.clone();
-                    w.insert_session(&digest, &s)?;
-                }
-                if let Some(mut u) = w.user(&key)? {
-                    u.last_online_auth = Some(now);
-                    if sealed.is_some() {
-                        u.tokens_at = Some(now);
-                    }
-                    w.put_user(&u)?;
-                }
-                Ok(())
-            })
-            .await
-        }
-        Outcome::Rejected(r) => {
-            log::info!(
-                "Keycloak rejected the local-first login of {} ({r}); revoking its session",
-                a.key
-            );
-            let (key, disabled) = (a.key.clone(), r == Rejection::AccountDisabled);
-            super::write(&app.store, move |w| {
-                w.revoke_session(&digest, RevokeReason::KeycloakRejected, now)?;
-                if let Some(mut u) = w.user(&key)? {
-                    if disabled {
-                        u.enabled = false;
-                    } else {
-                        u.password_hash = None;
-                    }
-                    u.updated_at = now;
-                    w.put_user(&u)?;
-                }
-                Ok(())
-            })
-            .await
-        }
-        Outcome::Unavailable(_) => Ok(()),
-    };
-    if let Err(e) = result {
-        log::error!("background confirmation of {} failed: {e}", a.key);
     }
 }

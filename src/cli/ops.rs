@@ -1,0 +1,187 @@
+//! Operations commands: `init` (config, TLS pair, data dir), `diagnose` (the way to
+//! Keycloak), `sync` (the queue).
+
+use super::*;
+
+pub(super) fn sync(config: &Config, a: SyncArgs) -> Result<(), AppError> {
+    let req = match (a.list, a.retry, a.drop) {
+        (true, _, _) => AdminRequest::SyncList,
+        (_, Some(id), _) => AdminRequest::SyncRetry { id },
+        (_, _, Some(id)) => AdminRequest::SyncDrop { id },
+        _ => AdminRequest::SyncOnce,
+    };
+    let listing = matches!(req, AdminRequest::SyncList);
+    let once = matches!(req, AdminRequest::SyncOnce);
+    let v = admin(config, req)?;
+    if a.json {
+        print_json(&v);
+    } else if listing {
+        let items = v.as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            println!("the sync queue is empty");
+        }
+        for i in items {
+            println!(
+                "#{:<5} {:<16} {}@{} {} (attempts {}){}",
+                i["id"],
+                str_of(&i["kind"]),
+                str_of(&i["username"]),
+                str_of(&i["tenant"]),
+                str_of(&i["status"]),
+                i["attempts"],
+                i["last_error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    } else if once {
+        println!(
+            "sync: {} replayed, {} superseded, {} failed, {} dead; {} users pulled, {} disabled{}",
+            v["replayed"],
+            v["superseded"],
+            v["failed"],
+            v["dead"],
+            v["pulled"],
+            v["disabled"],
+            v["error"]
+                .as_str()
+                .map(|e| format!("; stopped: {e}"))
+                .unwrap_or_default()
+        );
+    } else {
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+    }
+    Ok(())
+}
+
+pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), AppError> {
+    if !config.keycloak.enabled() {
+        return Err(AppError::Usage(format!(
+            "no Keycloak is configured in {} ([keycloak] server); nothing to diagnose",
+            config.origin
+        )));
+    }
+    let tenant = crate::domain::Tenant::parse(tenant).map_err(AppError::Usage)?;
+    // Works while serving too: the checks need the store only to persist discovery, so a
+    // scratch store is used when the real one is locked.
+    let mut scratch_dir = None;
+    let store = match crate::store::Store::open(&config.server.data_dir) {
+        Ok(s) => s,
+        Err(crate::store::StoreError::Locked { .. }) => {
+            let (dir, s) = tempdir_store()?;
+            scratch_dir = Some((dir, ()));
+            s
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let kc = crate::keycloak::Keycloak::from_config(config, &store, &config.origin)?
+        .ok_or_else(|| AppError::Usage("no Keycloak configured".into()))?;
+    let checks = crate::keycloak::diagnose::run(&kc.tier(&tenant), &store);
+    if json {
+        print_json(&serde_json::to_value(&checks).unwrap_or_default());
+    } else {
+        for c in &checks {
+            println!(
+                "{} {:<18} {}",
+                if c.ok { "OK  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+    }
+    drop(kc);
+    drop(store);
+    if let Some((dir, _)) = scratch_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if checks.iter().all(|c| c.ok) {
+        Ok(())
+    } else {
+        Err(AppError::Refused(format!(
+            "{} of {} checks failed",
+            checks.iter().filter(|c| !c.ok).count(),
+            checks.len()
+        )))
+    }
+}
+
+fn tempdir_store() -> Result<(PathBuf, crate::store::Store), AppError> {
+    let dir = std::env::temp_dir().join(format!("edgeauth-diagnose-{}", std::process::id()));
+    let store = crate::store::Store::open(&dir)?;
+    Ok((dir, store))
+}
+
+pub(super) fn init(args: &InitArgs) -> Result<(), AppError> {
+    let dir = &args.dir;
+    let io = |what: &Path, e: std::io::Error| AppError::Runtime(format!("{}: {e}", what.display()));
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let config_path = dir.join("edgeauth.toml");
+    let tls_dir = dir.join("tls");
+    let (cert_path, key_path) = (tls_dir.join("cert.pem"), tls_dir.join("key.pem"));
+    for p in [&config_path, &cert_path, &key_path] {
+        if p.exists() {
+            return Err(AppError::Refused(format!(
+                "{} already exists; init never overwrites (move it away first)",
+                p.display()
+            )));
+        }
+    }
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty() && !names.iter().any(|n| n == h) {
+            names.push(h.to_owned());
+        }
+    }
+    if !args.listen.ip().is_unspecified() {
+        names.push(args.listen.ip().to_string());
+    }
+    names.extend(args.sans.iter().cloned());
+    let (cert, key) = crate::tls::self_signed(&names).map_err(AppError::Runtime)?;
+    std::fs::create_dir_all(&tls_dir).map_err(|e| io(&tls_dir, e))?;
+    std::fs::write(&cert_path, cert).map_err(|e| io(&cert_path, e))?;
+    crate::crypto::write_private(&key_path, key.as_bytes()).map_err(|e| io(&key_path, e))?;
+    let text = format!(
+        "# Written by `edgeauth init`. Every key, documented with its default: config/edgeauth.toml\n\
+         # in the edgeauth sources. Relative paths are taken from this file's folder.\n\n\
+         [server]\nlisten = \"{}\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\ndata_dir = {:?}\n\n\
+         # [keycloak]\n# server = \"https://sso.example.org\"\n# realm = \"staff\"\n# client_id = \"edgeauth\"\n\
+         # client_secret_file = \"client-secret\"\n",
+        args.listen,
+        args.data_dir.display().to_string()
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&config_path)
+        .map_err(|e| io(&config_path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| io(&config_path, e))?;
+    drop(f);
+    // Open once so the data dir, the database and the sealing key exist with the right modes.
+    let (config, _) = Config::load(Some(&config_path))?;
+    let data_dir = config.server.data_dir.clone();
+    drop(App::open(config)?);
+    println!("wrote {}", config_path.display());
+    println!(
+        "wrote {} (self-signed for {})",
+        cert_path.display(),
+        names.join(", ")
+    );
+    println!("wrote {} (mode 0600)", key_path.display());
+    println!(
+        "created {} with the database and its sealing key",
+        data_dir.display()
+    );
+    println!(
+        "next: edgeauth --config {} user add NAME --local",
+        config_path.display()
+    );
+    println!("then: edgeauth --config {} serve", config_path.display());
+    Ok(())
+}
