@@ -17,6 +17,22 @@ fn change_password(a: &Appliance, user: &str, old: &str, new: &str) -> support::
     )
 }
 
+/// An appliance whose `user` logged in online, then changed their password during an outage:
+/// one `password_change` item is queued. Keycloak is still refusing connections on return.
+fn queued_change(user: &str, old: &str, new: &str, extra: &str) -> (FakeKeycloak, Appliance) {
+    let kc = FakeKeycloak::start();
+    kc.add_user(user, old, &[], &[], &[]);
+    let mut a = appliance(&kc, &format!("[keycloak.sync]\ninterval = \"1h\"\n{extra}"));
+    a.start();
+    wait_status(&a, "online");
+    assert_eq!(a.login(user, old).status, 200);
+    kc.set_fault(Fault::Refused);
+    wait_status(&a, "offline");
+    let r = change_password(&a, user, old, new);
+    assert_eq!(r.body["mode"], "local_only_queued", "{}", r.text);
+    (kc, a)
+}
+
 fn sync_once(a: &Appliance) -> String {
     let out = a.cli(&["sync", "--once"], None);
     assert!(out.status.success(), "{}", support::stderr(&out));
@@ -116,18 +132,7 @@ fn outage_password_change_is_queued_then_replayed_exactly_once() {
 
 #[test]
 fn kill_9_between_queueing_and_replay_loses_nothing() {
-    let kc = FakeKeycloak::start();
-    kc.add_user("cid", "cid-old-pw1", &[], &[], &[]);
-    let mut a = appliance(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
-    a.start();
-    wait_status(&a, "online");
-    assert_eq!(a.login("cid", "cid-old-pw1").status, 200);
-    kc.set_fault(Fault::Refused);
-    wait_status(&a, "offline");
-    assert_eq!(
-        change_password(&a, "cid", "cid-old-pw1", "cid-new-pw2").body["mode"],
-        "local_only_queued"
-    );
+    let (kc, mut a) = queued_change("cid", "cid-old-pw1", "cid-new-pw2", "");
     a.kill9();
     kc.set_fault(Fault::None);
     let out = sync_once(&a);
@@ -217,18 +222,7 @@ fn provisioning_offline_reconciles_with_a_409() {
 
 #[test]
 fn a_newer_central_password_supersedes_the_queued_one() {
-    let kc = FakeKeycloak::start();
-    kc.add_user("fay", "fay-old-pw1", &[], &[], &[]);
-    let mut a = appliance(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
-    a.start();
-    wait_status(&a, "online");
-    assert_eq!(a.login("fay", "fay-old-pw1").status, 200);
-    kc.set_fault(Fault::Refused);
-    wait_status(&a, "offline");
-    assert_eq!(
-        change_password(&a, "fay", "fay-old-pw1", "fay-site-pw2").body["mode"],
-        "local_only_queued"
-    );
+    let (kc, mut a) = queued_change("fay", "fay-old-pw1", "fay-site-pw2", "");
     a.stop();
     // Centrally, later: the help desk resets her password.
     kc.set_fault(Fault::None);
@@ -249,20 +243,11 @@ fn a_newer_central_password_supersedes_the_queued_one() {
 
 #[test]
 fn refused_replays_back_off_then_die_and_can_be_retried() {
-    let kc = FakeKeycloak::start();
-    kc.add_user("gus", "gus-old-pw1", &[], &[], &[]);
-    let mut a = appliance(
-        &kc,
-        "[keycloak.sync]\ninterval = \"1h\"\nmax_attempts = 2\nretry_delay = \"1s\"\n",
-    );
-    a.start();
-    wait_status(&a, "online");
-    assert_eq!(a.login("gus", "gus-old-pw1").status, 200);
-    kc.set_fault(Fault::Refused);
-    wait_status(&a, "offline");
-    assert_eq!(
-        change_password(&a, "gus", "gus-old-pw1", "gus-new-pw2").body["mode"],
-        "local_only_queued"
+    let (kc, mut a) = queued_change(
+        "gus",
+        "gus-old-pw1",
+        "gus-new-pw2",
+        "max_attempts = 2\nretry_delay = \"1s\"\n",
     );
     a.stop();
     kc.set_fault(Fault::None);
@@ -312,21 +297,7 @@ fn refused_replays_back_off_then_die_and_can_be_retried() {
 
 #[test]
 fn retry_puts_a_dead_item_back() {
-    let kc = FakeKeycloak::start();
-    kc.add_user("hal", "hal-old-pw1", &[], &[], &[]);
-    let mut a = appliance(
-        &kc,
-        "[keycloak.sync]\ninterval = \"1h\"\nmax_attempts = 1\n",
-    );
-    a.start();
-    wait_status(&a, "online");
-    assert_eq!(a.login("hal", "hal-old-pw1").status, 200);
-    kc.set_fault(Fault::Refused);
-    wait_status(&a, "offline");
-    assert_eq!(
-        change_password(&a, "hal", "hal-old-pw1", "hal-new-pw2").body["mode"],
-        "local_only_queued"
-    );
+    let (kc, mut a) = queued_change("hal", "hal-old-pw1", "hal-new-pw2", "max_attempts = 1\n");
     a.stop();
     kc.set_fault(Fault::None);
     kc.set_admin_fault(Some((400, r#"{"error":"unknown_error"}"#.into())));
