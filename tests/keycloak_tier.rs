@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::fake_keycloak::{FakeKeycloak, Fault};
 
-use support::{appliance, status, wait_status};
+use support::{appliance, online, status, wait_status};
 
 #[test]
 fn online_login_maps_roles_and_groups_and_captures_the_user() {
@@ -21,9 +21,7 @@ fn online_login_maps_roles_and_groups_and_captures_the_user() {
         &["cashier"],
         &["front-desk"],
     );
-    let mut a = appliance(&kc, "");
-    a.start();
-    wait_status(&a, "online");
+    let mut a = online(&kc, "");
     let r = a.login("alice", "alice-pw-1");
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["auth_mode"], "keycloak");
@@ -74,9 +72,7 @@ fn central_password_change_and_disable_are_honoured_online() {
     let kc = FakeKeycloak::start();
     kc.add_user("bob", "bob-old-pw", &["staff"], &[], &[]);
     kc.add_user("carl", "carl-pw-123", &[], &[], &[]);
-    let mut a = appliance(&kc, "");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "");
     assert_eq!(a.login("bob", "bob-old-pw").status, 200);
     let carl = a.session_id("carl", "carl-pw-123");
 
@@ -216,12 +212,10 @@ fn circuit_opens_and_recovers_through_half_open() {
     let kc = FakeKeycloak::start();
     kc.add_user("hana", "hana-pw-123", &[], &[], &[]);
     // A slow monitor so the logins, not the probes, open the circuit.
-    let mut a = appliance(
+    let a = online(
         &kc,
         "[keycloak.resilience]\nhealth_check_interval = \"30s\"\n",
     );
-    a.start();
-    wait_status(&a, "online");
     assert_eq!(a.login("hana", "hana-pw-123").status, 200);
     kc.set_fault(Fault::Status500);
     for _ in 0..2 {
@@ -269,12 +263,10 @@ fn circuit_opens_and_recovers_through_half_open() {
 fn black_hole_bounds_the_first_logins_then_answers_at_once() {
     let kc = FakeKeycloak::start();
     kc.add_user("ivan", "ivan-pw-123", &[], &[], &[]);
-    let mut a = appliance(
+    let a = online(
         &kc,
         "[keycloak.resilience]\nhealth_check_interval = \"30s\"\ncooldown = \"60s\"\nrequest_timeout = \"1s\"\n",
     );
-    a.start();
-    wait_status(&a, "online");
     assert_eq!(a.login("ivan", "ivan-pw-123").status, 200);
     kc.set_fault(Fault::BlackHole);
     let mut times = Vec::new();
@@ -308,9 +300,7 @@ fn black_hole_bounds_the_first_logins_then_answers_at_once() {
 fn cold_start_during_an_outage_serves_known_users() {
     let kc = FakeKeycloak::start();
     kc.add_user("june", "june-pw-123", &["nurse"], &[], &[]);
-    let mut a = appliance(&kc, "");
-    a.start();
-    wait_status(&a, "online");
+    let mut a = online(&kc, "");
     assert_eq!(a.login("june", "june-pw-123").status, 200);
     a.stop();
     kc.set_fault(Fault::Refused);
@@ -342,9 +332,7 @@ fn cold_start_during_an_outage_serves_known_users() {
 fn banned_attempts_never_reach_keycloak() {
     let kc = FakeKeycloak::start();
     kc.add_user("kim", "kim-pw-1234", &[], &[], &[]);
-    let mut a = appliance(&kc, "[regulation]\nmax_retries = 3\n");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "[regulation]\nmax_retries = 3\n");
     for _ in 0..3 {
         a.login("kim", "guess-guess");
     }
@@ -362,9 +350,7 @@ fn banned_attempts_never_reach_keycloak() {
 fn misconfigured_client_is_an_operator_alert_not_a_wrong_password() {
     let kc = FakeKeycloak::start();
     kc.add_user("lena", "lena-pw-123", &[], &[], &[]);
-    let mut a = appliance(&kc, "");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "");
     assert_eq!(a.login("lena", "lena-pw-123").status, 200);
     kc.set_client_secret("rotated-centrally");
     let r = a.login("lena", "lena-pw-123");
@@ -395,9 +381,7 @@ fn misconfigured_client_is_an_operator_alert_not_a_wrong_password() {
 fn local_first_answers_at_once_and_keycloak_can_revoke() {
     let kc = FakeKeycloak::start();
     kc.add_user("mona", "mona-pw-123", &[], &[], &[]);
-    let mut a = appliance(&kc, "[auth]\norder = \"local-first\"\n");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "[auth]\norder = \"local-first\"\n");
     let first = a.login("mona", "mona-pw-123");
     assert_eq!(
         first.body["auth_mode"], "keycloak",
@@ -502,9 +486,7 @@ fn refresher_renews_used_sessions_and_a_central_logout_revokes() {
     kc.add_user("nora", "nora-pw-123", &[], &[], &[]);
     kc.add_user("otto", "otto-pw-123", &[], &[], &[]);
     kc.set_access_token_lifespan(Duration::from_secs(30)); // within the refresh margin at once
-    let mut a = appliance(&kc, "");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "");
     let nora = a.session_id("nora", "nora-pw-123");
     let otto = a.session_id("otto", "otto-pw-123");
     kc.reset_counters();
@@ -553,9 +535,7 @@ fn refresher_renews_used_sessions_and_a_central_logout_revokes() {
 fn jwks_rotation_is_picked_up_on_an_unknown_kid() {
     let kc = FakeKeycloak::start();
     kc.add_user("pam", "pam-pw-1234", &["staff"], &[], &[]);
-    let mut a = appliance(&kc, "");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "");
     assert_eq!(a.login("pam", "pam-pw-1234").body["auth_mode"], "keycloak");
     let before = kc.requests("/certs");
     kc.rotate_keys(false);
@@ -590,9 +570,7 @@ fn jwks_rotation_is_picked_up_on_an_unknown_kid() {
 fn garbage_answers_are_unavailable_and_a_long_outage_raises_keycloak_down() {
     let kc = FakeKeycloak::start();
     kc.add_user("quin", "quin-pw-123", &[], &[], &[]);
-    let mut a = appliance(&kc, "[alerts]\nkeycloak_down_after = \"1s\"\n");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "[alerts]\nkeycloak_down_after = \"1s\"\n");
     assert_eq!(a.login("quin", "quin-pw-123").status, 200);
     kc.set_fault(Fault::Garbage);
     let r = a.login("quin", "quin-pw-123");

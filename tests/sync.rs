@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::fake_keycloak::{FakeKeycloak, Fault};
-use support::{Appliance, appliance, status, stdout, wait_status};
+use support::{Appliance, appliance, online, status, stdout, wait_status};
 
 fn change_password(a: &Appliance, user: &str, old: &str, new: &str) -> support::Reply {
     a.post_json(
@@ -22,9 +22,7 @@ fn change_password(a: &Appliance, user: &str, old: &str, new: &str) -> support::
 fn queued_change(user: &str, old: &str, new: &str, extra: &str) -> (FakeKeycloak, Appliance) {
     let kc = FakeKeycloak::start();
     kc.add_user(user, old, &[], &[], &[]);
-    let mut a = appliance(&kc, &format!("[keycloak.sync]\ninterval = \"1h\"\n{extra}"));
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, &format!("[keycloak.sync]\ninterval = \"1h\"\n{extra}"));
     assert_eq!(a.login(user, old).status, 200);
     kc.set_fault(Fault::Refused);
     wait_status(&a, "offline");
@@ -43,9 +41,7 @@ fn sync_once(a: &Appliance) -> String {
 fn password_change_online_is_synchronized_and_policy_refusals_change_nothing() {
     let kc = FakeKeycloak::start();
     kc.add_user("ada", "ada-pw-1234", &[], &[], &[]);
-    let mut a = appliance(&kc, "");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "");
     assert_eq!(a.login("ada", "ada-pw-1234").status, 200);
     let r = change_password(&a, "ada", "ada-pw-1234", "ada-pw-5678");
     assert_eq!(r.status, 200, "{}", r.text);
@@ -64,9 +60,7 @@ fn password_change_online_is_synchronized_and_policy_refusals_change_nothing() {
 fn outage_password_change_is_queued_then_replayed_exactly_once() {
     let kc = FakeKeycloak::start();
     kc.add_user("bea", "bea-old-pw1", &[], &[], &[]);
-    let mut a = appliance(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
-    a.start();
-    wait_status(&a, "online");
+    let a = online(&kc, "[keycloak.sync]\ninterval = \"1h\"\n");
     assert_eq!(a.login("bea", "bea-old-pw1").status, 200);
     kc.set_fault(Fault::Refused);
     wait_status(&a, "offline");
@@ -332,12 +326,10 @@ fn pull_sync_in_scope(scope: &str) {
     for i in 0..5 {
         kc.add_user(&format!("other{i}"), "other-pw-123", &[], &[], &[]);
     }
-    let mut a = appliance(
+    let a = online(
         &kc,
         &format!("[keycloak.sync]\ninterval = \"1h\"\npull = \"{scope}\"\nbatch = 3\n"),
     );
-    a.start();
-    wait_status(&a, "online");
     let ivy = a.session_id("ivy", "ivy-pw-1234");
     let jon = a.session_id("jon", "jon-pw-1234");
     kc.set_enabled("ivy", false);

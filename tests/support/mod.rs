@@ -378,3 +378,11 @@ pub fn wait_status(a: &Appliance, want: &str) -> Duration {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An appliance wired to `kc` (see [`appliance`]), started, with Keycloak seen online.
+pub fn online(kc: &fake_keycloak::FakeKeycloak, extra: &str) -> Appliance {
+    let mut a = appliance(kc, extra);
+    a.start();
+    wait_status(&a, "online");
+    a
+}
