@@ -210,6 +210,9 @@ pub struct Keycloak {
     pub health: Health,
     /// The service account's admin API token.
     pub admin_tokens: admin::TokenCache,
+    /// Wakes the health monitor when a call finds Keycloak unreachable before the monitor
+    /// did, so the monitor's quick retries (not its long interval) notice the return.
+    pub monitor_wakeup: tokio::sync::Notify,
 }
 
 impl Keycloak {
@@ -285,6 +288,7 @@ impl Keycloak {
             }),
             health: Health::default(),
             admin_tokens: admin::TokenCache::default(),
+            monitor_wakeup: tokio::sync::Notify::new(),
         }))
     }
 
@@ -341,6 +345,9 @@ impl Keycloak {
             Outcome::Unavailable(u) if u.kind.is_outage() => {
                 if self.breaker.failure(Instant::now()) {
                     log::warn!("circuit breaker opened: Keycloak unreachable ({u})");
+                }
+                if self.health.view().reachable != Some(false) {
+                    self.monitor_wakeup.notify_one();
                 }
             }
             Outcome::Unavailable(u) => {

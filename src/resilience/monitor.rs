@@ -4,7 +4,9 @@
 //! The monitor probes `health_url` (or the discovery document) every `health_check_interval`
 //! with `health_check_timeout`. While Keycloak is unreachable it retries sooner, with capped
 //! exponential backoff (1 s, 2 s, 4 s ... up to the interval) and ±25 % jitter, so a return is
-//! noticed quickly without a thundering herd of sites. Its failures count against the breaker
+//! noticed quickly without a thundering herd of sites. A call that finds Keycloak unreachable
+//! while the monitor still thinks it reachable wakes the monitor at once, so those quick
+//! retries start from the first failed login, not a whole interval later. Its failures count against the breaker
 //! like a login's; its success closes the breaker at once (the cooldown only paces the trial
 //! logins make while the monitor has not yet seen Keycloak back). It never runs inside a
 //! login (design rule 2).
@@ -171,6 +173,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = tokio::time::sleep(next_delay(interval, failures, jitter)) => {}
+            _ = kc.monitor_wakeup.notified() => {}
             _ = stop.changed() => return,
         }
     }
