@@ -82,12 +82,7 @@ pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), 
         print_json(&serde_json::to_value(&checks).unwrap_or_default());
     } else {
         for c in &checks {
-            println!(
-                "{} {:<18} {}",
-                if c.ok { "OK  " } else { "FAIL" },
-                c.name,
-                c.detail
-            );
+            println!("{} {:<18} {}", c.result.label(), c.name, c.detail);
         }
     }
     drop(kc);

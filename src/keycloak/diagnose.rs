@@ -1,6 +1,6 @@
 //! `edgeauth diagnose`: what an operator runs at 3 a.m. when logins fall back to the cache.
 //! One line per check, OK or FAIL with the reason: DNS, TCP, TLS chain and certificate expiry,
-//! discovery, JWKS, clock skew against Keycloak's Date header, client credentials, health.
+//! discovery, JWKS, clock skew against Keycloak's Date header (or a token's `iat`), client credentials, health.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -19,9 +19,31 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Clock skew beyond this is a failure (token expiry checks tolerate 60 s).
 pub const MAX_SKEW: Duration = Duration::from_secs(60);
 
+/// What one check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Fail,
+    /// Could not be checked because of an earlier failure (which already fails the run).
+    Skip,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK  ",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "SKIP",
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
     pub name: &'static str,
+    pub result: Verdict,
+    /// False only for a failure (kept for scripts reading `--json`).
     pub ok: bool,
     pub detail: String,
 }
@@ -30,14 +52,25 @@ fn check(name: &'static str, r: Result<String, String>) -> Check {
     match r {
         Ok(detail) => Check {
             name,
+            result: Verdict::Ok,
             ok: true,
             detail,
         },
         Err(detail) => Check {
             name,
+            result: Verdict::Fail,
             ok: false,
             detail,
         },
+    }
+}
+
+fn skipped(name: &'static str, detail: String) -> Check {
+    Check {
+        name,
+        result: Verdict::Skip,
+        ok: true,
+        detail,
     }
 }
 
@@ -167,7 +200,38 @@ fn tls_check(
     }
 }
 
-fn clock_check(tier: &Tier, timeout: Duration) -> Check {
+/// Keycloak's clock as read from a token it issued: `iat`, between our `before` and `after`.
+#[derive(Debug, Clone, Copy)]
+struct IssuedAt {
+    before: u64,
+    iat: u64,
+    after: u64,
+}
+
+impl IssuedAt {
+    /// Our clock minus Keycloak's, 0 when `iat` falls within the request.
+    fn skew(self) -> (u64, bool) {
+        if self.iat < self.before {
+            (self.before - self.iat, true)
+        } else if self.iat > self.after {
+            (self.iat - self.after, false)
+        } else {
+            (0, true)
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Compares the local clock with Keycloak's: its Date header, or, since Keycloak 26 sends
+/// none itself (only a proxy in front of it may add one), the `iat` of the client_credentials
+/// token of [`credentials_check`].
+fn clock_check(tier: &Tier, timeout: Duration, issued: Option<IssuedAt>) -> Check {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
@@ -175,31 +239,36 @@ fn clock_check(tier: &Tier, timeout: Duration) -> Check {
         .into();
     let url = tier.client.discovery_url();
     let r = (|| {
-        let before = SystemTime::now();
+        let before = unix_now();
         let res = agent.get(&url).call().map_err(|e| e.to_string())?;
-        let date = res
-            .headers()
-            .get("date")
-            .and_then(|v| v.to_str().ok())
-            .ok_or("Keycloak sent no Date header")?;
-        let theirs =
-            httpdate_parse(date).ok_or_else(|| format!("unreadable Date header {date:?}"))?;
-        let ours = before
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let skew = ours.abs_diff(theirs);
+        let date = res.headers().get("date").and_then(|v| v.to_str().ok());
+        let ((skew, ahead), source) = match (date, issued) {
+            (Some(date), _) => {
+                let theirs = httpdate_parse(date)
+                    .ok_or_else(|| format!("unreadable Date header {date:?}"))?;
+                ((before.abs_diff(theirs), before >= theirs), "Date header")
+            }
+            (None, Some(i)) => (i.skew(), "token iat"),
+            (None, None) => return Ok(None),
+        };
         let text = format!(
-            "local clock {} Keycloak's by {skew} s",
-            if ours >= theirs { "ahead of" } else { "behind" }
+            "local clock {} Keycloak's by {skew} s ({source})",
+            if ahead { "ahead of" } else { "behind" }
         );
         if Duration::from_secs(skew) > MAX_SKEW {
             Err(format!("{text}; fix NTP on this box"))
         } else {
-            Ok(text)
+            Ok(Some(text))
         }
     })();
-    check("clock_skew", r)
+    match r {
+        Ok(Some(text)) => check("clock_skew", Ok(text)),
+        Ok(None) => skipped(
+            "clock_skew",
+            "Keycloak sent no Date header, and without client credentials no token to read its clock from".into(),
+        ),
+        Err(e) => check("clock_skew", Err(e)),
+    }
 }
 
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
@@ -223,7 +292,7 @@ fn httpdate_parse(s: &str) -> Option<u64> {
     .map(|d| d.as_secs())
 }
 
-fn credentials_check(tier: &Tier) -> Check {
+fn credentials_check(tier: &Tier) -> (Check, Option<IssuedAt>) {
     // The client_credentials grant proves the secret without touching any user's
     // brute-force counter. Keycloak answers a good secret without a service account with
     // "not enabled to retrieve service account"; a bad one with "Invalid client".
@@ -233,6 +302,8 @@ fn credentials_check(tier: &Tier) -> Check {
         .timeout_global(Some(s.request_timeout))
         .build()
         .into();
+    let before = unix_now();
+    let mut issued = None;
     let r = agent
         .post(&tier.endpoints().token_endpoint)
         .send_form([
@@ -245,6 +316,11 @@ fn credentials_check(tier: &Tier) -> Check {
             let status = res.status().as_u16();
             let body = res.into_body().read_to_string().unwrap_or_default();
             let lower = body.to_ascii_lowercase();
+            issued = issued_at(&body).map(|iat| IssuedAt {
+                before,
+                iat,
+                after: unix_now(),
+            });
             if (200..300).contains(&status) || lower.contains("service account") {
                 Ok(format!("client {} accepted", s.client_id))
             } else if lower.contains("invalid client") || status == 401 {
@@ -253,7 +329,20 @@ fn credentials_check(tier: &Tier) -> Check {
                 Err(format!("HTTP {status}: {}", body.trim()))
             }
         });
-    check("client_credentials", r)
+    (check("client_credentials", r), issued)
+}
+
+/// The `iat` of the access token in a token response; only read for its time, never trusted.
+fn issued_at(body: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Iat {
+        iat: u64,
+    }
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let token = v.get("access_token")?.as_str()?;
+    jsonwebtoken::dangerous::insecure_decode::<Iat>(token)
+        .ok()
+        .map(|d| d.claims.iat)
 }
 
 /// Runs every check against `tier`. Blocking.
@@ -325,8 +414,9 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
         Outcome::Unavailable(u) => Err(u.to_string()),
     };
     out.push(check("jwks", jwks));
-    out.push(clock_check(tier, s.request_timeout));
-    out.push(credentials_check(tier));
+    let (credentials, issued) = credentials_check(tier);
+    out.push(clock_check(tier, s.request_timeout, issued));
+    out.push(credentials);
     let health = match tier.client.probe() {
         Outcome::Ok(()) | Outcome::Rejected(Rejection::InvalidCredentials) => {
             Ok("healthy".to_owned())
@@ -357,6 +447,25 @@ mod tests {
         let t = parse_server("https://[::1]:8443").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 8443));
         assert!(parse_server("ftp://x").is_err());
+    }
+
+    #[test]
+    fn skew_from_a_tokens_iat() {
+        let at = |iat| IssuedAt {
+            before: 100,
+            iat,
+            after: 102,
+        };
+        assert_eq!(at(101).skew(), (0, true), "issued during the request");
+        assert_eq!(at(40).skew(), (60, true), "Keycloak behind: we are ahead");
+        assert_eq!(at(172).skew(), (70, false), "Keycloak ahead: we are behind");
+        let token = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3OTU0MDAyMjN9.c2ln";
+        assert_eq!(
+            issued_at(&format!("{{\"access_token\":\"{token}\"}}")),
+            Some(1_795_400_223)
+        );
+        assert_eq!(issued_at("{\"error\":\"invalid_client\"}"), None);
+        assert_eq!(issued_at("not json"), None);
     }
 
     #[test]
