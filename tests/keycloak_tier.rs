@@ -208,7 +208,7 @@ fn offline_limits_expiration_lockout_and_policy() {
 }
 
 #[test]
-fn circuit_opens_and_recovers_through_half_open() {
+fn circuit_opens_and_closes_when_keycloak_returns() {
     let kc = FakeKeycloak::start();
     kc.add_user("hana", "hana-pw-123", &[], &[], &[]);
     // A slow monitor so the logins, not the probes, open the circuit.
@@ -252,8 +252,19 @@ fn circuit_opens_and_recovers_through_half_open() {
     );
     assert_eq!(status(&a)["keycloak"]["circuit"]["state"], "closed");
     let m = a.request("GET", "/metrics", &[], None).text;
-    assert!(
-        m.contains("edgeauth_keycloak_calls_total{kind=\"password_grant\",outcome=\"status\"} 2"),
+    let sample = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // The first failed login wakes the monitor, whose failed probe may be the second failure
+    // that opens the circuit before the second login asks Keycloak.
+    let failed =
+        sample("edgeauth_keycloak_calls_total{kind=\"password_grant\",outcome=\"status\"}");
+    assert!((1..=2).contains(&failed), "{m}");
+    assert_eq!(
+        sample("edgeauth_keycloak_calls_total{kind=\"password_grant\",outcome=\"circuit_open\"}"),
+        3 - failed,
         "{m}"
     );
     assert!(m.contains("edgeauth_offline_fallbacks_total 3"), "{m}");
@@ -269,31 +280,8 @@ fn black_hole_bounds_the_first_logins_then_answers_at_once() {
     );
     assert_eq!(a.login("ivan", "ivan-pw-123").status, 200);
     kc.set_fault(Fault::BlackHole);
-    let mut times = Vec::new();
-    for _ in 0..4 {
-        let t = Instant::now();
-        let r = a.login("ivan", "ivan-pw-123");
-        times.push(t.elapsed());
-        assert_eq!(
-            (r.status, r.body["auth_mode"].as_str()),
-            (200, Some("cached")),
-            "{}",
-            r.text
-        );
-    }
     // request_timeout = 1 s bounds the first two (failure_threshold = 2), then the circuit is open.
-    for t in &times[..2] {
-        assert!(
-            *t >= Duration::from_millis(900) && *t < Duration::from_secs(3),
-            "{times:?}"
-        );
-    }
-    for t in &times[2..] {
-        assert!(
-            *t < Duration::from_millis(500),
-            "no call, no probe in the login path: {times:?}"
-        );
-    }
+    support::black_hole_logins(&a, "ivan", "ivan-pw-123");
 }
 
 #[test]
@@ -436,22 +424,7 @@ fn diagnose_reports_each_check() {
     let ok = a.cli(&["diagnose"], None);
     let out = support::stdout(&ok);
     assert!(ok.status.success(), "{out}{}", support::stderr(&ok));
-    for name in [
-        "config",
-        "dns",
-        "tcp",
-        "discovery",
-        "jwks",
-        "clock_skew",
-        "client_credentials",
-        "health",
-    ] {
-        let line = out
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(name))
-            .unwrap_or_else(|| panic!("no {name} line:\n{out}"));
-        assert!(line.starts_with("OK"), "{line}");
-    }
+    support::assert_diagnose_all_ok(&out);
     assert!(out.contains("localhost -> "), "{out}");
 
     // While serving, too (the store is locked), and with a rotated secret: one FAIL, exit 1.
@@ -460,10 +433,7 @@ fn diagnose_reports_each_check() {
     let bad = a.cli(&["diagnose"], None);
     assert_eq!(bad.status.code(), Some(1));
     let out = support::stdout(&bad);
-    let line = out
-        .lines()
-        .find(|l| l.contains("client_credentials"))
-        .unwrap();
+    let line = support::diagnose_line(&out, "client_credentials");
     assert!(
         line.starts_with("FAIL") && line.contains("Invalid client"),
         "{out}"

@@ -2,6 +2,8 @@
 //! config the test chooses, and talks to it over HTTP (ureq) and through the CLI.
 #![allow(dead_code)]
 pub mod fake_keycloak;
+pub mod fault_proxy;
+pub mod real_keycloak;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -340,20 +342,35 @@ pub fn merge(base: &mut toml::Table, over: toml::Table) {
 
 /// An appliance wired to `kc`, with quick resilience settings, overridden by `extra` TOML.
 pub fn appliance(kc: &fake_keycloak::FakeKeycloak, extra: &str) -> Appliance {
+    appliance_at(
+        &kc.base_url(),
+        kc.realm(),
+        kc.client_id(),
+        kc.client_secret(),
+        extra,
+    )
+}
+
+/// An appliance wired to the Keycloak at `server` (a fake, the real one, or a fault proxy in
+/// front of it) with quick resilience settings, overridden by `extra` TOML.
+pub fn appliance_at(
+    server: &str,
+    realm: &str,
+    client_id: &str,
+    client_secret: &str,
+    extra: &str,
+) -> Appliance {
     let base = format!(
-        "[keycloak]\nserver = \"{}\"\nrealm = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"client-secret\"\n\
+        "[keycloak]\nserver = \"{server}\"\nrealm = \"{realm}\"\nclient_id = \"{client_id}\"\nclient_secret_file = \"client-secret\"\n\
          [keycloak.resilience]\nfailure_threshold = 2\ncooldown = \"1s\"\nhalf_open_timeout = \"1s\"\n\
          health_check_interval = \"1s\"\nhealth_check_timeout = \"2s\"\nrequest_timeout = \"2s\"\n",
-        kc.base_url(),
-        kc.realm(),
-        kc.client_id()
     );
     let mut table: toml::Table = base.parse().unwrap();
     merge(&mut table, extra.parse().unwrap());
     let a = Appliance::new(&toml::to_string(&table).unwrap());
     std::fs::write(
         a.dir.path().join("client-secret"),
-        format!("{}\n", kc.client_secret()),
+        format!("{client_secret}\n"),
     )
     .unwrap();
     a
@@ -385,4 +402,62 @@ pub fn online(kc: &fake_keycloak::FakeKeycloak, extra: &str) -> Appliance {
     a.start();
     wait_status(&a, "online");
     a
+}
+
+/// Every check `edgeauth diagnose` prints for an http:// server, in order.
+pub const DIAGNOSE_CHECKS: [&str; 8] = [
+    "config",
+    "dns",
+    "tcp",
+    "discovery",
+    "jwks",
+    "clock_skew",
+    "client_credentials",
+    "health",
+];
+
+/// The line of `edgeauth diagnose`'s output for check `name` (`OK   name  detail`).
+pub fn diagnose_line<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("no {name} line:\n{out}"))
+}
+
+/// Asserts that every check of [`DIAGNOSE_CHECKS`] says OK.
+pub fn assert_diagnose_all_ok(out: &str) {
+    for name in DIAGNOSE_CHECKS {
+        let line = diagnose_line(out, name);
+        assert!(line.starts_with("OK"), "{line}\n{out}");
+    }
+}
+
+/// Four logins of `user` into a black hole, with `request_timeout = 1s` and
+/// `failure_threshold = 2`: all answered from the cache; the first two bounded by the
+/// timeout, the rest at once because the circuit is open (no call, no probe in the login
+/// path). Returns the four durations.
+pub fn black_hole_logins(a: &Appliance, user: &str, password: &str) -> Vec<Duration> {
+    let times: Vec<Duration> = (0..4)
+        .map(|_| {
+            let t = Instant::now();
+            let r = a.login(user, password);
+            let took = t.elapsed();
+            assert_eq!(
+                (r.status, r.body["auth_mode"].as_str()),
+                (200, Some("cached")),
+                "{}",
+                r.text
+            );
+            took
+        })
+        .collect();
+    for t in &times[..2] {
+        assert!(
+            *t >= Duration::from_millis(900) && *t < Duration::from_secs(3),
+            "bounded by request_timeout: {times:?}"
+        );
+    }
+    for t in &times[2..] {
+        assert!(*t < Duration::from_millis(500), "circuit open: {times:?}");
+    }
+    times
 }

@@ -1,0 +1,499 @@
+//! End to end against a real Keycloak (design §12; docs/E2E.md): the `edgeauth` binary talks to
+//! the Keycloak server distribution that `scripts/keycloak.sh` runs with the `site` realm of
+//! `tests/fixtures/keycloak-realm-site.json`, and a test plays the central administrator
+//! through Keycloak's admin API. Outages are real: Keycloak is stopped and started again, or a
+//! fault proxy between edgeauth and Keycloak swallows or delays its traffic.
+//!
+//! The fake Keycloak (`tests/keycloak_tier.rs`, `tests/sync.rs`) proves the fault handling is
+//! fast and exhaustive; this suite proves it holds with the real server's tokens, keys, error
+//! bodies and admin API. It never skips: without a Keycloak it fails (see
+//! `support::real_keycloak`). The tests run one at a time (they share the server, one stops it).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::fault_proxy::{Fault, FaultProxy};
+use support::real_keycloak::{self, RealKeycloak, kid_of, unique};
+use support::{Appliance, appliance_at, status, stdout, wait_status};
+
+/// An appliance wired straight to the real Keycloak, its monitor on Keycloak's health endpoint.
+fn wired(kc: &RealKeycloak, extra: &str) -> Appliance {
+    let health = format!("[keycloak]\nhealth_url = \"{}\"\n", kc.health_url);
+    appliance_at(
+        &kc.url,
+        &kc.realm,
+        &kc.client_id,
+        &kc.client_secret,
+        &format!("{health}{extra}"),
+    )
+}
+
+fn started(mut a: Appliance) -> Appliance {
+    a.start();
+    wait_status(&a, "online");
+    a
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of one Prometheus sample (`name{labels}` exactly as exposed), 0 when absent.
+fn metric(a: &Appliance, sample: &str) -> f64 {
+    a.request("GET", "/metrics", &[], None)
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Asserts a 200 login answered with `auth_mode`.
+fn assert_mode(r: &support::Reply, auth_mode: &str) {
+    assert_eq!(
+        (r.status, r.body["auth_mode"].as_str()),
+        (200, Some(auth_mode)),
+        "{}",
+        r.text
+    );
+}
+
+fn change_password(a: &Appliance, user: &str, old: &str, new: &str) -> support::Reply {
+    a.post_json(
+        "/api/v1/password",
+        &json!({"username": user, "old_password": old, "new_password": new}),
+    )
+}
+
+/// Polls `f` every 200 ms until it is true, for at most `limit`; returns the time it took.
+fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn online_login_carries_the_real_tokens_roles_and_groups() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let a = started(wired(kc, ""));
+
+    let r = a.login("alice", "alice-password-1");
+    assert_eq!(r.status, 200, "{}\n{}", r.text, a.log());
+    assert_eq!(r.body["auth_mode"], "keycloak");
+    assert_eq!(r.body["keycloak_status"], "online");
+    assert_eq!(r.body["user"]["source"], "keycloak");
+    let roles = strings(&r.body["user"]["roles"]);
+    assert!(
+        roles.contains(&"staff".to_owned()) && roles.contains(&"operator".to_owned()),
+        "realm role staff and client role operator: {roles:?}"
+    );
+    assert_eq!(strings(&r.body["user"]["groups"]), ["/front-desk"]);
+    let sid = r.body["session_id"].as_str().unwrap_or_default().to_owned();
+    let s = a.check_session(&sid);
+    assert_eq!((s.status, s.body["mode"].as_str()), (200, Some("keycloak")));
+
+    // bob's token has no resource_access claim at all.
+    let b = a.login("bob", "bob-password-1");
+    assert_eq!(b.status, 200, "{}", b.text);
+    assert_eq!(strings(&b.body["user"]["roles"]), ["nurse"]);
+    assert_eq!(strings(&b.body["user"]["groups"]), ["/ward"]);
+
+    // Keycloak's 400 invalid_grant is a wrong password, not an outage.
+    let wrong = a.login("alice", "not-her-password");
+    assert_eq!((wrong.status, wrong.code()), (401, "invalid_credentials"));
+    let unknown = a.login(&unique("nobody"), "whatever-password");
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (401, "invalid_credentials")
+    );
+    assert_eq!(status(&a)["keycloak"]["status"], "online");
+    assert_eq!(
+        metric(&a, "edgeauth_offline_fallbacks_total"),
+        0.0,
+        "no login fell back"
+    );
+
+    let show = a.cli(&["user", "show", "alice", "--json"], None);
+    let u: serde_json::Value = serde_json::from_str(&stdout(&show)).unwrap_or_default();
+    assert_eq!(u["source"], "keycloak", "{}", stdout(&show));
+    let log = a.log();
+    assert!(
+        !log.contains("alice-password-1") && !log.contains("eyJ"),
+        "no password or token in the log:\n{log}"
+    );
+}
+
+#[test]
+fn keycloak_stopped_then_back_the_seed_scenarios() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let (user, stay) = (unique("seed"), unique("stay"));
+    let (old_pw, new_pw) = ("seed-password-1", "seed-password-2");
+    kc.create_user(&user, old_pw, &["staff"], &["/ward"]);
+    kc.create_user(&stay, "stay-password-1", &[], &[]);
+    let cached = started(wired(
+        kc,
+        "[degraded]\nallow_user_creation = true\n[keycloak.sync]\ninterval = \"1h\"\n",
+    ));
+    let local = started(wired(kc, "[keycloak.resilience]\ncache_tokens = false\n"));
+    let online_sid = cached.session_id(&stay, "stay-password-1");
+    assert_eq!(cached.login(&user, old_pw).body["auth_mode"], "keycloak");
+    assert_eq!(local.login(&user, old_pw).body["auth_mode"], "keycloak");
+
+    // Keycloak stopped.
+    let restart = kc.stop();
+    for a in [&cached, &local] {
+        wait_status(a, "offline");
+    }
+    let c = cached.login(&user, old_pw);
+    assert_eq!(c.status, 200, "{}", c.text);
+    assert_eq!(
+        (
+            c.body["auth_mode"].as_str(),
+            c.body["keycloak_status"].as_str()
+        ),
+        (Some("cached"), Some("offline"))
+    );
+    assert!(
+        strings(&c.body["user"]["roles"]).contains(&"staff".to_owned()),
+        "roles from the cached token: {}",
+        c.text
+    );
+    let l = local.login(&user, old_pw);
+    assert_eq!(
+        (
+            l.status,
+            l.body["auth_mode"].as_str(),
+            l.body["keycloak_status"].as_str()
+        ),
+        (200, Some("local"), Some("offline")),
+        "{}",
+        l.text
+    );
+    assert_eq!(cached.login(&user, "a-wrong-password").status, 401);
+
+    // A session made online stays valid, reported as cached.
+    let s = cached.check_session(&online_sid);
+    assert_eq!((s.status, s.body["mode"].as_str()), (200, Some("cached")));
+    assert_eq!(status(&cached)["mode"], "offline");
+
+    // Changes accepted during the outage: a password change and a new user.
+    let r = change_password(&cached, &user, old_pw, new_pw);
+    assert_eq!(
+        (r.status, r.body["mode"].as_str()),
+        (200, Some("local_only_queued")),
+        "{}",
+        r.text
+    );
+    let newcomer = unique("newcomer");
+    let added = cached.cli(
+        &[
+            "user",
+            "add",
+            &newcomer,
+            "--password-stdin",
+            "--group",
+            "/front-desk",
+            "--email",
+            &format!("{newcomer}@site.test"),
+            "--first-name",
+            "New",
+            "--last-name",
+            "Comer",
+        ],
+        Some("newcomer-password-1\n"),
+    );
+    assert!(added.status.success(), "{}", support::stderr(&added));
+    assert_eq!(cached.login(&newcomer, "newcomer-password-1").status, 200);
+    assert_eq!(cached.login(&user, new_pw).body["auth_mode"], "cached");
+    assert_eq!(status(&cached)["sync"]["pending"], 2);
+
+    // Keycloak back: the queue replays by itself and drains.
+    let took = restart.start_again();
+    eprintln!("e2e: Keycloak restarted in {took:?}");
+    let back = wait_status(&cached, "online");
+    let drained = eventually(Duration::from_secs(30), "the sync queue drains", || {
+        status(&cached)["sync"]["pending"] == 0
+    });
+    eprintln!("e2e: online {back:?} after ready, queue drained {drained:?} later");
+    let st = status(&cached);
+    assert_eq!(
+        (st["sync"]["failed"].as_u64(), st["sync"]["dead"].as_u64()),
+        (Some(0), Some(0)),
+        "{st}"
+    );
+
+    // Keycloak itself now has the new password and the new user.
+    assert!(kc.direct_grant(&user, new_pw).is_ok());
+    let refused = kc.direct_grant(&user, old_pw).expect_err("old password");
+    assert_eq!(refused.body["error"], "invalid_grant", "{:?}", refused);
+    let created = kc.user(&newcomer).expect("the newcomer exists in Keycloak");
+    assert_eq!(created["enabled"], true);
+    assert_eq!(kc.user_groups(&newcomer), ["/front-desk"]);
+    // And through the site, online.
+    let n = cached.login(&user, new_pw);
+    assert_mode(&n, "keycloak");
+    let o = cached.login(&user, old_pw);
+    assert_eq!((o.status, o.code()), (401, "invalid_credentials"));
+    let nc = cached.login(&newcomer, "newcomer-password-1");
+    assert_mode(&nc, "keycloak");
+    assert_eq!(strings(&nc.body["user"]["groups"]), ["/front-desk"]);
+    // The session made before the outage is a Keycloak session again.
+    let s = cached.check_session(&online_sid);
+    assert_eq!(
+        (s.status, s.body["mode"].as_str()),
+        (200, Some("keycloak")),
+        "{}",
+        s.text
+    );
+}
+
+#[test]
+fn central_password_change_and_disable_are_honoured_online() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let (pat, dee) = (unique("pat"), unique("dee"));
+    kc.create_user(&pat, "pat-password-1", &[], &[]);
+    kc.create_user(&dee, "dee-password-1", &[], &[]);
+    let a = started(wired(kc, ""));
+    assert_eq!(a.login(&pat, "pat-password-1").status, 200);
+    let dee_sid = a.session_id(&dee, "dee-password-1");
+
+    kc.set_password(&pat, "pat-password-2");
+    let old = a.login(&pat, "pat-password-1");
+    assert_eq!(
+        (old.status, old.code()),
+        (401, "invalid_credentials"),
+        "the old password is refused while online: {}",
+        old.text
+    );
+    assert_eq!(
+        a.login(&pat, "pat-password-2").body["auth_mode"],
+        "keycloak"
+    );
+
+    kc.set_enabled(&dee, false);
+    let d = a.login(&dee, "dee-password-1");
+    assert_eq!(
+        (d.status, d.code()),
+        (403, "account_disabled"),
+        "{}",
+        d.text
+    );
+    let s = a.check_session(&dee_sid);
+    assert_eq!(
+        (s.status, s.body["reason"].as_str()),
+        (401, Some("revoked")),
+        "a central disable ends the site's sessions"
+    );
+    let show = stdout(&a.cli(&["user", "show", &dee, "--json"], None));
+    assert!(
+        show.contains("\"enabled\": false") || show.contains("\"enabled\":false"),
+        "{show}"
+    );
+}
+
+/// Restores the client's token lifespan when the test ends, passed or not.
+struct Lifespan(&'static RealKeycloak);
+
+impl Drop for Lifespan {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.0.set_client_attribute("access.token.lifespan", None)
+        }));
+    }
+}
+
+#[test]
+fn central_logout_revokes_the_site_session_at_the_next_refresh() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    // 45 s tokens: inside the refresher's 60 s margin at once, so used sessions renew each tick.
+    kc.set_client_attribute("access.token.lifespan", Some("45"));
+    let _restore = Lifespan(kc);
+    let (lou, max) = (unique("lou"), unique("max"));
+    kc.create_user(&lou, "lou-password-1", &[], &[]);
+    kc.create_user(&max, "max-password-1", &[], &[]);
+    let a = started(wired(kc, ""));
+    let lou_sid = a.session_id(&lou, "lou-password-1");
+    let max_sid = a.session_id(&max, "max-password-1");
+
+    let renewed = "edgeauth_keycloak_calls_total{kind=\"refresh_grant\",outcome=\"ok\"}";
+    eventually(Duration::from_secs(15), "a used session is renewed", || {
+        assert_eq!(a.check_session(&lou_sid).status, 200);
+        assert_eq!(a.check_session(&max_sid).status, 200);
+        metric(&a, renewed) >= 2.0
+    });
+
+    kc.logout_user(&lou);
+    let took = eventually(
+        Duration::from_secs(15),
+        "the central logout reaches the site",
+        || {
+            assert_eq!(a.check_session(&max_sid).status, 200, "max is unaffected");
+            let r = a.check_session(&lou_sid);
+            r.status == 401 && r.body["reason"] == "revoked"
+        },
+    );
+    eprintln!("e2e: central logout revoked the site session after {took:?}");
+    assert_eq!(a.check_session(&max_sid).status, 200);
+}
+
+#[test]
+fn black_hole_and_latency_through_a_fault_proxy() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let upstream = kc.url.trim_start_matches("http://").to_owned();
+    let proxy = FaultProxy::start(&upstream);
+    let user = unique("ivy");
+    kc.create_user(&user, "ivy-password-1", &[], &[]);
+    // The monitor probes through the proxy too (no health_url), and rarely: the circuit is
+    // what keeps logins fast here.
+    let mut a = appliance_at(
+        &proxy.url(),
+        &kc.realm,
+        &kc.client_id,
+        &kc.client_secret,
+        "[keycloak.resilience]\nhealth_check_interval = \"30s\"\ncooldown = \"60s\"\nrequest_timeout = \"1s\"\n",
+    );
+    a.start();
+    wait_status(&a, "online");
+    let login = |pw: &str| {
+        let t = Instant::now();
+        let r = a.login(&user, pw);
+        (r, t.elapsed())
+    };
+    let (r, base) = login("ivy-password-1");
+    assert_eq!(r.body["auth_mode"], "keycloak", "{}", r.text);
+
+    // 300 ms added to each answer: still online, slower by about that much.
+    proxy.set(Fault::Latency(Duration::from_millis(300)));
+    let (r, slow) = login("ivy-password-1");
+    assert_eq!(r.body["auth_mode"], "keycloak", "{}", r.text);
+    assert!(
+        slow >= Duration::from_millis(300) && slow < Duration::from_secs(1),
+        "latency 300 ms: {slow:?} (without: {base:?})"
+    );
+    // 1.5 s added, above request_timeout: the login falls back after about a second.
+    proxy.set(Fault::Latency(Duration::from_millis(1500)));
+    let (r, late) = login("ivy-password-1");
+    assert_eq!(r.body["auth_mode"], "cached", "{}", r.text);
+    assert!(
+        late >= Duration::from_millis(900) && late < Duration::from_secs(3),
+        "bounded by request_timeout: {late:?}"
+    );
+    proxy.set(Fault::Pass);
+    let (r, _) = login("ivy-password-1");
+    assert_eq!(r.body["auth_mode"], "keycloak", "{}", r.text);
+
+    // Black hole: the first two logins wait request_timeout, then the circuit is open.
+    proxy.set(Fault::BlackHole);
+    let times = support::black_hole_logins(&a, &user, "ivy-password-1");
+    let st = status(&a);
+    assert_eq!(st["keycloak"]["circuit"]["state"], "open", "{st}");
+    assert_eq!(a.login(&user, "a-wrong-password").status, 401);
+    eprintln!("e2e: base {base:?}, +300 ms {slow:?}, +1.5 s {late:?}, black hole {times:?}");
+
+    // The route comes back: the monitor's next probe closes the circuit.
+    proxy.set(Fault::Pass);
+    let back = wait_status(&a, "online");
+    eprintln!("e2e: online again {back:?} after the black hole ended");
+    assert_eq!(
+        a.login(&user, "ivy-password-1").body["auth_mode"],
+        "keycloak"
+    );
+    a.stop();
+}
+
+#[test]
+fn signing_key_rotation_in_keycloak_is_followed() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let user = unique("rex");
+    kc.create_user(&user, "rex-password-1", &["cashier"], &[]);
+    let a = started(wired(kc, ""));
+    assert_eq!(
+        a.login(&user, "rex-password-1").body["auth_mode"],
+        "keycloak"
+    );
+    let old_kid = kc.active_kid();
+    let misses = "edgeauth_jwks_cache_total{result=\"miss\"}";
+    let before = metric(&a, misses);
+
+    let rotated = kc.rotate_signing_key();
+    let new_kid = kc.active_kid();
+    assert_ne!(old_kid, new_kid, "Keycloak signs with the new key");
+    let token = kc
+        .direct_grant(&user, "rex-password-1")
+        .expect("direct grant");
+    assert_eq!(
+        kid_of(token["access_token"].as_str().unwrap_or_default()),
+        Some(new_kid)
+    );
+
+    let r = a.login(&user, "rex-password-1");
+    assert_mode(&r, "keycloak");
+    // Users created through the admin API also get the realm's default roles.
+    assert!(
+        strings(&r.body["user"]["roles"]).contains(&"cashier".to_owned()),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        metric(&a, misses),
+        before + 1.0,
+        "one refetch for the new kid"
+    );
+    a.login(&user, "rex-password-1");
+    assert_eq!(metric(&a, misses), before + 1.0, "the new key is cached");
+    drop(rotated);
+    assert_eq!(kc.active_kid(), old_kid, "the rotation is undone");
+}
+
+#[test]
+fn diagnose_against_the_real_server() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let a = wired(kc, "");
+    let ok = a.cli(&["diagnose"], None);
+    let out = stdout(&ok);
+    assert!(ok.status.success(), "{out}{}", support::stderr(&ok));
+    support::assert_diagnose_all_ok(&out);
+    eprintln!("e2e: diagnose\n{out}");
+
+    // A secret rotated centrally: one FAIL with Keycloak's words, exit 1.
+    std::fs::write(a.dir.path().join("client-secret"), "not-the-secret\n")
+        .expect("write the secret");
+    let bad = a.cli(&["diagnose"], None);
+    assert_eq!(bad.status.code(), Some(1));
+    let out = stdout(&bad);
+    let line = support::diagnose_line(&out, "client_credentials");
+    assert!(
+        line.starts_with("FAIL") && line.contains("Invalid client"),
+        "{out}"
+    );
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(failed.len(), 1, "only the secret fails: {out}");
+    let json = a.cli(&["diagnose", "--json"], None);
+    let checks: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap_or_default();
+    let clock = checks
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "clock_skew"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        clock["result"], "skip",
+        "no Date header and no token: not checkable, not a failure of its own: {checks}"
+    );
+}
