@@ -431,11 +431,16 @@ pub fn assert_diagnose_all_ok(out: &str) {
     }
 }
 
-/// Four logins of `user` into a black hole, with `request_timeout = 1s` and
+/// Four logins of `user` into a black hole, with `request_timeout` as configured and
 /// `failure_threshold = 2`: all answered from the cache; the first two bounded by the
 /// timeout, the rest at once because the circuit is open (no call, no probe in the login
 /// path). Returns the four durations.
-pub fn black_hole_logins(a: &Appliance, user: &str, password: &str) -> Vec<Duration> {
+pub fn black_hole_logins(
+    a: &Appliance,
+    user: &str,
+    password: &str,
+    request_timeout: Duration,
+) -> Vec<Duration> {
     let times: Vec<Duration> = (0..4)
         .map(|_| {
             let t = Instant::now();
@@ -452,7 +457,7 @@ pub fn black_hole_logins(a: &Appliance, user: &str, password: &str) -> Vec<Durat
         .collect();
     for t in &times[..2] {
         assert!(
-            *t >= Duration::from_millis(900) && *t < Duration::from_secs(3),
+            *t >= request_timeout.mul_f64(0.9) && *t < request_timeout + Duration::from_secs(2),
             "bounded by request_timeout: {times:?}"
         );
     }
