@@ -499,3 +499,60 @@ fn diagnose_against_the_real_server() {
         "no Date header and no token: not checkable, not a failure of its own: {checks}"
     );
 }
+
+#[test]
+fn a_tenant_logs_in_against_its_own_realm_and_client() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    // The same username in two realms, with different passwords.
+    let realm = kc.create_realm(
+        &unique("clinic"),
+        "edgeauth-clinic",
+        "clinic-test-secret",
+        &[("alice", "clinic-alice-pw-1")],
+    );
+    let a = wired(
+        kc,
+        &format!(
+            "[tenants.clinic]\nrealm = \"{}\"\nclient_id = \"edgeauth-clinic\"\n\
+             client_secret_file = \"clinic-secret\"\n",
+            realm.name
+        ),
+    );
+    std::fs::write(a.dir.path().join("clinic-secret"), "clinic-test-secret\n")
+        .expect("write the tenant's secret");
+    let a = started(a);
+    let login = |tenant: &str, password: &str| {
+        a.post_json(
+            "/api/v1/login",
+            &json!({"username": "alice", "password": password, "tenant": tenant}),
+        )
+    };
+    let clinic = login("clinic", "clinic-alice-pw-1");
+    assert_mode(&clinic, "keycloak");
+    assert_eq!(clinic.body["user"]["tenant"], "clinic", "{}", clinic.text);
+    assert_eq!(
+        login("clinic", "alice-password-1").status,
+        401,
+        "the site realm's password is not the clinic's"
+    );
+    let site = login("default", "alice-password-1");
+    assert_mode(&site, "keycloak");
+    assert!(strings(&site.body["user"]["roles"]).contains(&"staff".to_owned()));
+    assert!(
+        !strings(&clinic.body["user"]["roles"]).contains(&"staff".to_owned()),
+        "roles come from the tenant's own realm: {}",
+        clinic.text
+    );
+    // Two local records, one per tenant.
+    let show = a.cli(
+        &["user", "show", "alice", "--tenant", "clinic", "--json"],
+        None,
+    );
+    assert!(show.status.success(), "{}", support::stderr(&show));
+    let u: serde_json::Value = serde_json::from_str(&stdout(&show)).unwrap_or_default();
+    assert_eq!(
+        (u["tenant"].as_str(), u["source"].as_str()),
+        (Some("clinic"), Some("keycloak"))
+    );
+}

@@ -163,10 +163,6 @@ impl RealKeycloak {
         )
     }
 
-    fn admin_url(&self, path: &str) -> String {
-        format!("{}/admin/realms/{}{path}", self.url, self.realm)
-    }
-
     pub fn is_ready(&self) -> bool {
         self.agent
             .get(&self.health_url)
@@ -232,11 +228,17 @@ impl RealKeycloak {
             .to_owned()
     }
 
-    /// One admin API call; asserts a 2xx and returns the JSON body (Null when empty).
+    /// One admin API call on the `site` realm; asserts a 2xx and returns the JSON body (Null
+    /// when empty).
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.admin_root(method, &format!("/realms/{}{path}", self.realm), body)
+    }
+
+    /// One admin API call below `/admin` (e.g. `/realms` to create a realm).
+    pub fn admin_root(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let req = ureq::http::Request::builder()
             .method(method)
-            .uri(self.admin_url(path))
+            .uri(format!("{}/admin{path}", self.url))
             .header("authorization", format!("Bearer {}", self.admin_token()))
             .header("content-type", "application/json");
         let res = match body {
@@ -421,6 +423,62 @@ impl RealKeycloak {
             .as_str()
             .expect("an active RS256 key")
             .to_owned()
+    }
+}
+
+/// A realm created for one test (a second tenant's realm); deleted on drop.
+pub struct TempRealm<'a> {
+    kc: &'a RealKeycloak,
+    pub name: String,
+}
+
+impl RealKeycloak {
+    /// Creates realm `name` with a confidential client `client_id`/`secret` (direct access
+    /// grants) and users given as (username, password).
+    pub fn create_realm(
+        &self,
+        name: &str,
+        client_id: &str,
+        secret: &str,
+        users: &[(&str, &str)],
+    ) -> TempRealm<'_> {
+        let users: Vec<Value> = users
+            .iter()
+            .map(|(u, p)| {
+                json!({
+                    "username": u, "enabled": true, "emailVerified": true,
+                    "email": format!("{u}@{name}.test"), "firstName": "E2e", "lastName": u,
+                    "credentials": [{"type": "password", "value": p, "temporary": false}],
+                })
+            })
+            .collect();
+        self.admin_root(
+            "POST",
+            "/realms",
+            Some(json!({
+                "realm": name,
+                "enabled": true,
+                "clients": [{
+                    "clientId": client_id, "enabled": true, "publicClient": false,
+                    "clientAuthenticatorType": "client-secret", "secret": secret,
+                    "standardFlowEnabled": false, "directAccessGrantsEnabled": true,
+                }],
+                "users": users,
+            })),
+        );
+        TempRealm {
+            kc: self,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for TempRealm<'_> {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.kc
+                .admin_root("DELETE", &format!("/realms/{}", self.name), None)
+        }));
     }
 }
 
