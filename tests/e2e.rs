@@ -1,4 +1,4 @@
-//! End to end against a real Keycloak (design §12; docs/E2E.md): the `edgeauth` binary talks to
+//! End to end against a real Keycloak (design §10; docs/E2E.md): the `edgeauth` binary talks to
 //! the Keycloak server distribution that `scripts/keycloak.sh` runs with the `site` realm of
 //! `tests/fixtures/keycloak-realm-site.json`, and a test plays the central administrator
 //! through Keycloak's admin API. Outages are real: Keycloak is stopped and started again, or a
