@@ -304,6 +304,38 @@ fn central_password_change_and_disable_are_honoured_online() {
     );
 }
 
+#[test]
+fn a_temporary_password_set_centrally_asks_for_account_setup() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let tess = unique("tess");
+    kc.create_user(&tess, "tess-password-1", &[], &[]);
+    let a = started(wired(kc, ""));
+    assert_mode(&a.login(&tess, "tess-password-1"), "keycloak");
+
+    // The admin hands out a temporary password (Keycloak's UPDATE_PASSWORD required action).
+    kc.reset_password(&tess, "tess-temporary-1", true);
+    let r = a.login(&tess, "tess-temporary-1");
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "account_setup_required"),
+        "a right password with an action pending is not a wrong password: {}",
+        r.text
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("temporary")
+    );
+    let wrong = a.login(&tess, "not-the-password");
+    assert_eq!((wrong.status, wrong.code()), (401, "invalid_credentials"));
+    let old = a.login(&tess, "tess-password-1");
+    assert_eq!((old.status, old.code()), (401, "invalid_credentials"));
+    let audit = stdout(&a.cli(&["audit", "--json"], None));
+    assert!(audit.contains("account_setup_required"), "{audit}");
+}
+
 /// Restores the client's token lifespan when the test ends, passed or not.
 struct Lifespan(&'static RealKeycloak);
 

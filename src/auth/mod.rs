@@ -23,6 +23,10 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("this account is disabled")]
     AccountDisabled,
+    #[error(
+        "Keycloak wants an action on this account first (for example changing a temporary password); sign in to Keycloak's account console, then try again"
+    )]
+    AccountSetupRequired,
     #[error("too many failed attempts; try again in {retry_after} s")]
     TooManyAttempts { retry_after: u64 },
     #[error("the appliance is busy verifying other logins; try again shortly")]

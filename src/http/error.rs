@@ -39,6 +39,7 @@ impl From<AuthError> for ApiError {
             AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AuthError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             AuthError::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
+            AuthError::AccountSetupRequired => (StatusCode::FORBIDDEN, "account_setup_required"),
             AuthError::TooManyAttempts { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
             }

@@ -20,6 +20,9 @@ pub enum Rejection {
     InvalidCredentials,
     /// `invalid_grant` "Account disabled".
     AccountDisabled,
+    /// `invalid_grant` "Account is not fully set up": the password was right, but Keycloak
+    /// wants an action first (a temporary password to change, a profile to complete).
+    AccountNotSetUp,
     /// A refresh token Keycloak no longer honours (central logout, expiry, disable).
     SessionNotActive(String),
     /// Any other 4xx with an OAuth error body.
@@ -35,6 +38,7 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::InvalidCredentials => f.write_str("invalid user credentials"),
             Rejection::AccountDisabled => f.write_str("account disabled"),
+            Rejection::AccountNotSetUp => f.write_str("account is not fully set up"),
             Rejection::SessionNotActive(d) => write!(f, "session not active ({d})"),
             Rejection::Other {
                 status,
@@ -141,6 +145,7 @@ pub fn classify_error(status: u16, body: &str) -> ErrorClass {
             ))
         }
         "invalid_grant" if desc.contains("disabled") => Ok(Rejection::AccountDisabled),
+        "invalid_grant" if desc.contains("not fully set up") => Ok(Rejection::AccountNotSetUp),
         "invalid_grant" if desc.contains("invalid user credentials") => {
             Ok(Rejection::InvalidCredentials)
         }
@@ -174,6 +179,13 @@ mod tests {
                 r#"{"error":"invalid_grant","error_description":"Invalid user credentials"}"#
             ),
             Ok(Rejection::InvalidCredentials)
+        );
+        assert_eq!(
+            c(
+                400,
+                r#"{"error":"invalid_grant","error_description":"Account is not fully set up"}"#
+            ),
+            Ok(Rejection::AccountNotSetUp)
         );
         assert_eq!(
             c(

@@ -301,11 +301,16 @@ impl RealKeycloak {
     }
 
     pub fn set_password(&self, username: &str, password: &str) {
+        self.reset_password(username, password, false);
+    }
+
+    /// An admin's reset-password; `temporary` makes the user change it at the next login.
+    pub fn reset_password(&self, username: &str, password: &str, temporary: bool) {
         let id = self.user_id(username);
         self.admin(
             "PUT",
             &format!("/users/{id}/reset-password"),
-            Some(json!({"type": "password", "value": password, "temporary": false})),
+            Some(json!({"type": "password", "value": password, "temporary": temporary})),
         );
     }
 

@@ -141,6 +141,7 @@ fn error_label(e: &AuthError) -> &'static str {
     match e {
         AuthError::InvalidCredentials => "invalid_credentials",
         AuthError::AccountDisabled => "account_disabled",
+        AuthError::AccountSetupRequired => "account_setup_required",
         AuthError::TooManyAttempts { .. } => "too_many_attempts",
         AuthError::Overloaded => "overloaded",
         AuthError::OfflineLoginExpired => "offline_login_expired",
@@ -445,6 +446,15 @@ async fn online_rejected(
                 );
             }
             Err(fail(app, a, "invalid_credentials", false).await?)
+        }
+        Rejection::AccountNotSetUp => {
+            // The password was right; nothing is cached from a login that did not complete.
+            log::info!(
+                "Keycloak refused the login of {}: the account needs an action in Keycloak first",
+                a.key
+            );
+            audit_only(app, a.audit("account_setup_required", None)).await?;
+            Err(AuthError::AccountSetupRequired)
         }
         other => {
             log::info!("Keycloak refused the login of {}: {other}", a.key);
