@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::fault_proxy::{Fault, FaultProxy};
 use support::real_keycloak::{self, RealKeycloak, kid_of, unique};
-use support::{Appliance, appliance_at, status, stdout, wait_status};
+use support::{Appliance, appliance_at, metric, status, stdout, wait_status};
 
 /// An appliance wired straight to the real Keycloak, its monitor on Keycloak's health endpoint.
 fn wired(kc: &RealKeycloak, extra: &str) -> Appliance {
@@ -44,15 +44,6 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The value of one Prometheus sample (`name{labels}` exactly as exposed), 0 when absent.
-fn metric(a: &Appliance, sample: &str) -> f64 {
-    a.request("GET", "/metrics", &[], None)
-        .text
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Asserts a 200 login answered with `auth_mode`.

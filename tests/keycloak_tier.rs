@@ -251,23 +251,21 @@ fn circuit_opens_and_closes_when_keycloak_returns() {
         trial.text
     );
     assert_eq!(status(&a)["keycloak"]["circuit"]["state"], "closed");
-    let m = a.request("GET", "/metrics", &[], None).text;
-    let sample = |name: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0)
-    };
     // The first failed login wakes the monitor, whose failed probe may be the second failure
     // that opens the circuit before the second login asks Keycloak.
-    let failed =
-        sample("edgeauth_keycloak_calls_total{kind=\"password_grant\",outcome=\"status\"}");
-    assert!((1..=2).contains(&failed), "{m}");
-    assert_eq!(
-        sample("edgeauth_keycloak_calls_total{kind=\"password_grant\",outcome=\"circuit_open\"}"),
-        3 - failed,
-        "{m}"
+    let failed = support::metric(
+        &a,
+        "edgeauth_keycloak_calls_total{kind=\"password_grant\",outcome=\"status\"}",
     );
-    assert!(m.contains("edgeauth_offline_fallbacks_total 3"), "{m}");
+    assert!((1.0..=2.0).contains(&failed), "{failed}");
+    assert_eq!(
+        support::metric(
+            &a,
+            "edgeauth_keycloak_calls_total{kind=\"password_grant\",outcome=\"circuit_open\"}"
+        ),
+        3.0 - failed
+    );
+    assert_eq!(support::metric(&a, "edgeauth_offline_fallbacks_total"), 3.0);
 }
 
 #[test]

@@ -90,12 +90,12 @@ pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), 
     if let Some((dir, _)) = scratch_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
-    if checks.iter().all(|c| c.ok) {
+    if checks.iter().all(|c| c.ok()) {
         Ok(())
     } else {
         Err(AppError::Refused(format!(
             "{} of {} checks failed",
-            checks.iter().filter(|c| !c.ok).count(),
+            checks.iter().filter(|c| !c.ok()).count(),
             checks.len()
         )))
     }

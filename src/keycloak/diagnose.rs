@@ -39,13 +39,31 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Check {
     pub name: &'static str,
     pub result: Verdict,
-    /// False only for a failure (kept for scripts reading `--json`).
-    pub ok: bool,
     pub detail: String,
+}
+
+impl Check {
+    /// False only for a failure: a skipped check does not fail the run by itself.
+    pub fn ok(&self) -> bool {
+        self.result != Verdict::Fail
+    }
+}
+
+/// `{name, result, ok, detail}`; `ok` is derived, and kept for scripts reading `--json`.
+impl serde::Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Check", 4)?;
+        st.serialize_field("name", self.name)?;
+        st.serialize_field("result", &self.result)?;
+        st.serialize_field("ok", &self.ok())?;
+        st.serialize_field("detail", &self.detail)?;
+        st.end()
+    }
 }
 
 fn check(name: &'static str, r: Result<String, String>) -> Check {
@@ -53,13 +71,11 @@ fn check(name: &'static str, r: Result<String, String>) -> Check {
         Ok(detail) => Check {
             name,
             result: Verdict::Ok,
-            ok: true,
             detail,
         },
         Err(detail) => Check {
             name,
             result: Verdict::Fail,
-            ok: false,
             detail,
         },
     }
@@ -69,7 +85,6 @@ fn skipped(name: &'static str, detail: String) -> Check {
     Check {
         name,
         result: Verdict::Skip,
-        ok: true,
         detail,
     }
 }

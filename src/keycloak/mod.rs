@@ -346,7 +346,7 @@ impl Keycloak {
                 if self.breaker.failure(Instant::now()) {
                     log::warn!("circuit breaker opened: Keycloak unreachable ({u})");
                 }
-                if self.health.view().reachable != Some(false) {
+                if !self.health.known_unreachable() {
                     self.monitor_wakeup.notify_one();
                 }
             }

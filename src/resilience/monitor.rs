@@ -121,6 +121,11 @@ impl Health {
         went_down
     }
 
+    /// The last probe found Keycloak unreachable (no clone of the view).
+    pub fn known_unreachable(&self) -> bool {
+        self.lock().reachable == Some(false)
+    }
+
     pub fn set_misconfigured(&self, why: Option<String>) {
         self.lock().misconfigured = why;
     }

@@ -376,6 +376,16 @@ pub fn appliance_at(
     a
 }
 
+/// The value of one Prometheus sample of `/metrics` (`name{labels}` exactly as exposed), 0
+/// when absent.
+pub fn metric(a: &Appliance, sample: &str) -> f64 {
+    a.request("GET", "/metrics", &[], None)
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn status(a: &Appliance) -> serde_json::Value {
     a.request("GET", "/api/v1/status", &[], None).body
 }

@@ -28,6 +28,8 @@ pub struct RealKeycloak {
     admin_user: String,
     admin_password: String,
     agent: ureq::Agent,
+    /// The master admin's token and when it was fetched (reused for 30 s of its 60).
+    admin_token: Mutex<Option<(String, Instant)>>,
 }
 
 static SERVER: OnceLock<Result<RealKeycloak, String>> = OnceLock::new();
@@ -114,6 +116,7 @@ fn connect() -> Result<RealKeycloak, String> {
         admin_user: get("EDGEAUTH_KC_ADMIN_USER")?,
         admin_password: get("EDGEAUTH_KC_ADMIN_PASSWORD")?,
         agent: super::agent(),
+        admin_token: Mutex::new(None),
     };
     kc.wait_ready(Duration::from_secs(60))?;
     Ok(kc)
@@ -193,6 +196,8 @@ impl RealKeycloak {
     }
 
     fn restart(&self) -> Result<Duration, String> {
+        // A token from before the stop need not survive it.
+        *self.admin_token.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let (port, mgmt) = self.ports();
         let started = Instant::now();
         script(
@@ -206,6 +211,18 @@ impl RealKeycloak {
     // ---- the central administrator (master realm admin) ----
 
     fn admin_token(&self) -> String {
+        let mut cached = self.admin_token.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((token, at)) = cached.as_ref()
+            && at.elapsed() < Duration::from_secs(30)
+        {
+            return token.clone();
+        }
+        let token = self.fetch_admin_token();
+        *cached = Some((token.clone(), Instant::now()));
+        token
+    }
+
+    fn fetch_admin_token(&self) -> String {
         let r = self
             .agent
             .post(format!(
