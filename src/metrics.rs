@@ -56,6 +56,9 @@ pub struct Metrics {
     sessions: Family<ModeLabels, Gauge>,
     validations: Family<ValidationLabels, Counter>,
     argon2_wait: Histogram,
+    sync_cycles: Family<ResultLabels, Counter>,
+    sync_items: Family<ResultLabels, Counter>,
+    sync_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,8 +141,29 @@ impl Metrics {
             "1 while the named alert is active",
             alerts.clone(),
         );
+        let sync_cycles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "sync_cycles",
+            "Sync cycles by result (complete, cut_short)",
+            sync_cycles.clone(),
+        );
+        let sync_items = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "sync_items",
+            "Queue items replayed by result (replayed, superseded, failed, dead), and users the pull disabled (disabled)",
+            sync_items.clone(),
+        );
+        let sync_open = Gauge::default();
+        registry.register(
+            "sync_open_items",
+            "Queued changes still pending or failed after the last sync cycle",
+            sync_open.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            sync_cycles,
+            sync_items,
+            sync_open,
             keycloak_calls,
             keycloak_latency,
             fallbacks,
@@ -205,6 +229,33 @@ impl Metrics {
 
     pub fn set_circuit_state(&self, v: i64) {
         self.circuit_state.set(v);
+    }
+
+    /// Counts one sync cycle and what it did.
+    pub fn sync_cycle(&self, r: &crate::sync::CycleReport) {
+        let result = if r.error.is_some() {
+            "cut_short"
+        } else {
+            "complete"
+        };
+        self.sync_cycles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        for (result, n) in [
+            ("replayed", r.replayed),
+            ("superseded", r.superseded),
+            ("failed", r.failed),
+            ("dead", r.dead),
+            ("disabled", r.disabled),
+        ] {
+            if n > 0 {
+                self.sync_items
+                    .get_or_create(&ResultLabels { result })
+                    .inc_by(n);
+            }
+        }
+        self.sync_open
+            .set(i64::try_from(r.open).unwrap_or(i64::MAX));
     }
 
     pub fn set_alert(&self, name: &str, active: bool) {

@@ -147,6 +147,17 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                     message: format!("Keycloak refuses this appliance's client: {why}; check keycloak.client_id, the secret file and Direct Access Grants"),
                 });
             }
+            if let Some(p) = kc.admin_health.problem() {
+                alerts.push(Alert {
+                    name: "keycloak_admin_api".into(),
+                    severity: "critical".into(),
+                    since: rfc3339(p.since),
+                    message: format!(
+                        "{}; logins are not affected, but queued changes and the pull of central changes wait",
+                        p.detail
+                    ),
+                });
+            }
             if status == crate::resilience::monitor::KeycloakStatus::Offline
                 && counts.cached_expiring_soon > alerts_cfg.expiring_cached_sessions_over
             {

@@ -175,7 +175,7 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
                     "Keycloak is unreachable ({u}); the queue is kept for later"
                 )));
             }
-            let r = crate::sync::cycle(app).await?;
+            let r = crate::sync::cycle(app, crate::sync::Scope::ReplayAndPull).await?;
             Ok(to_value(&r))
         }
         AdminRequest::SyncList => {

@@ -136,7 +136,7 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
         );
         let profile = new.profile.clone();
         let out = kc
-            .call(&app.metrics, "provision", move || {
+            .admin_call(&app.metrics, "provision", app.clock.now(), move || {
                 let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
                 let id = match admin.create_user(&u, Some(&p), true, &profile) {
                     Outcome::Ok(id) => id,
@@ -371,7 +371,7 @@ pub async fn set_group(
             group.clone(),
         );
         let out = kc
-            .call(&app.metrics, "group_change", move || {
+            .admin_call(&app.metrics, "group_change", app.clock.now(), move || {
                 let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
                 admin.for_user(&u, |admin, id| admin.set_group(id, &g, join))
             })

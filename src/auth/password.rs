@@ -187,7 +187,7 @@ pub async fn change_password(
                 req.new_password.clone(),
             );
             let out = kc
-                .call(&app.metrics, "reset_password", move || {
+                .admin_call(&app.metrics, "reset_password", app.clock.now(), move || {
                     let admin = Admin::new(&t, &k.admin_tokens);
                     admin.for_user(&u, |admin, id| admin.reset_password(id, &p))
                 })

@@ -5,6 +5,14 @@
 //! site session; an Unavailable one leaves it valid within the offline limits.
 //! Renewals are capped per tick and taken in random order, so a Keycloak that just came back
 //! is not hit by every session at once.
+//!
+//! A renewed access token also renews the user's roles and groups at the site: they are what
+//! the token carries (design rule 9), so a role granted or taken centrally reaches offline
+//! logins at the next renewal.
+//!
+//! The refresher's job (catching central logouts and disables) depends only on the login
+//! side's view of Keycloak: it runs whenever that is not offline. The admin side (sync, pull)
+//! cannot change that view.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +37,7 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
             _ = tokio::time::sleep(TICK) => {}
             _ = stop.changed() => return,
         }
-        if kc.status() != KeycloakStatus::Online {
+        if kc.status() == KeycloakStatus::Offline {
             continue;
         }
         if let Err(e) = tick(&app).await {
@@ -76,15 +84,18 @@ async fn tick(app: &Arc<App>) -> Result<(), super::AuthError> {
             continue;
         };
         let tier = kc.tier(&key.tenant);
+        let t = tier.clone();
         let out = kc
             .call(&app.metrics, "refresh_grant", move || {
-                tier.client.refresh_grant(&tier.endpoints(), &refresh)
+                t.client.refresh_grant(&t.endpoints(), &refresh)
             })
             .await;
         let now = app.clock.now();
         match out {
             Outcome::Ok(tokens) => {
                 let sealed = super::login::seal_tokens(app, &key, &tokens, now);
+                let claims = super::login::token_claims(app, &tier, &key, &tokens).await?;
+                let client_id = tier.client.settings().client_id.clone();
                 let k = key.clone();
                 super::write(&app.store, move |w| {
                     if let Some(mut s) = w.session(&digest)?
@@ -95,6 +106,10 @@ async fn tick(app: &Arc<App>) -> Result<(), super::AuthError> {
                     }
                     if let Some(mut u) = w.user(&k)? {
                         u.tokens_at = Some(now);
+                        if let Some(c) = &claims {
+                            u.roles = c.roles(&client_id);
+                            u.groups = c.group_list();
+                        }
                         w.put_user(&u)?;
                     }
                     Ok(())

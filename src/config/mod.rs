@@ -278,6 +278,9 @@ pub struct SyncConfig {
     /// Which users the pull looks up: those this site knows, one lookup each, or the whole
     /// realm, listed page by page (fewer calls when most of the realm uses this site).
     pub pull: PullScope,
+    /// Admin API calls a second the pull makes at most (jittered), so a recovering Keycloak
+    /// that a thousand sites come back to is not flooded (docs/PERFORMANCE.md has the sums).
+    pub pull_rate: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -296,6 +299,7 @@ impl Default for SyncConfig {
             max_attempts: 10,
             retry_delay: Dur::secs(30),
             pull: PullScope::Known,
+            pull_rate: 2.0,
         }
     }
 }

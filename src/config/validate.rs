@@ -135,6 +135,13 @@ impl Config {
                 "must be longer than 0s".into(),
             ));
         }
+        let rate = k.sync.pull_rate;
+        if !(rate.is_finite() && (0.01..=100.0).contains(&rate)) {
+            return Err(err(
+                "keycloak.sync.pull_rate",
+                format!("must be between 0.01 and 100 admin calls a second, got {rate}"),
+            ));
+        }
         for name in self.tenants.keys() {
             if let Err(why) = crate::domain::validate_tenant(name) {
                 return Err(err(&format!("tenants.{name}"), why));

@@ -49,6 +49,13 @@ pub fn random_bytes(buf: &mut [u8]) {
     }
 }
 
+/// A uniform value in [0, 1] for jitter (monitor probes, sync retries, the pull's pacing).
+pub fn random_unit() -> f64 {
+    let mut b = [0u8; 2];
+    random_bytes(&mut b);
+    f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+}
+
 fn hex(bytes: &[u8]) -> String {
     use fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -1,8 +1,11 @@
 //! The Keycloak admin REST API, as the service account of edgeauth's client sees it
-//! (client_credentials; realm-management roles view-users and manage-users). Used by the sync
-//! queue's replay and the pull sync. Every method is blocking and ends in an [`Outcome`]:
-//! 5xx and transport failures are Unavailable; a 401/403 that survives a fresh token means the
-//! service account lacks its roles, which is a misconfiguration, not a user's problem.
+//! (client_credentials; realm-management roles `view-users` and `manage-users`, and nothing
+//! else: [`needed_role`] is the one home of which call needs which). Used by the sync queue's
+//! replay, the pull sync and provisioning, always through `Keycloak::admin_call`, so that none
+//! of its answers touches the login side (design rule 9). Every method is blocking and ends in
+//! an [`Outcome`]: 5xx and transport failures are Unavailable; a 401/403 that survives a fresh
+//! token means the service account lacks a role, which is a misconfiguration that names the
+//! endpoint and the role, not a user's problem.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,13 +43,6 @@ pub struct KcUser {
 #[derive(Debug, Clone, Deserialize)]
 struct KcGroup {
     id: String,
-    #[serde(default)]
-    path: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct KcRole {
-    name: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,19 +64,50 @@ pub struct Admin<'a> {
     cache: &'a TokenCache,
 }
 
-fn unexpected(r: &RawResponse) -> Outcome<Value> {
+/// The realm-management role the service account needs for `method` on an admin path: reads
+/// need `view-users` (users, credentials, group membership, group-by-path), writes
+/// `manage-users`. The README lists exactly these two; the e2e realm grants exactly these two.
+pub fn needed_role(method: &str) -> &'static str {
+    if method.eq_ignore_ascii_case("GET") {
+        "view-users"
+    } else {
+        "manage-users"
+    }
+}
+
+/// `/users/3f2a.../credentials?x=y` as `/users/{id}/credentials`: an endpoint an operator can
+/// look up, without ids or query strings.
+fn endpoint(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    path.split('/')
+        .enumerate()
+        .map(|(i, seg)| {
+            let prev = path.split('/').nth(i.wrapping_sub(1)).unwrap_or("");
+            if i > 0 && matches!(prev, "users" | "groups" | "clients") && !seg.is_empty() {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn unexpected(client_id: &str, method: &str, path: &str, r: &RawResponse) -> Outcome<Value> {
+    let what = format!("{method} /admin/realms/{{realm}}{}", endpoint(path));
     if r.status >= 500 {
         return Outcome::Unavailable(Unavailable::new(
             UnavailableKind::Status,
-            format!("HTTP {}", r.status),
+            format!("{what} answered HTTP {}", r.status),
         ));
     }
     if r.status == 401 || r.status == 403 {
         return Outcome::Unavailable(Unavailable::new(
             UnavailableKind::Misconfigured,
             format!(
-                "the admin API answered HTTP {}: give the service account of the client the realm-management roles view-users and manage-users",
-                r.status
+                "the admin API refused {what} with HTTP {}: give the service account of client {client_id} the realm-management role {}",
+                r.status,
+                needed_role(method)
             ),
         ));
     }
@@ -103,12 +130,15 @@ fn unexpected(r: &RawResponse) -> Outcome<Value> {
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(r: &RawResponse) -> Outcome<T> {
+fn parse<T: serde::de::DeserializeOwned>(path: &str, r: &RawResponse) -> Outcome<T> {
     match serde_json::from_str(&r.body) {
         Ok(v) => Outcome::Ok(v),
         Err(e) => Outcome::Unavailable(Unavailable::new(
             UnavailableKind::Garbage,
-            format!("admin API answer: {e}"),
+            format!(
+                "the admin API answered GET /admin/realms/{{realm}}{} in an unexpected shape: {e}",
+                endpoint(path)
+            ),
         )),
     }
 }
@@ -177,27 +207,40 @@ impl<'a> Admin<'a> {
         }
     }
 
+    fn refusal<T>(&self, method: &str, path: &str, r: &RawResponse) -> Outcome<T> {
+        let client_id = &self.tier.client.settings().client_id;
+        match unexpected(client_id, method, path, r) {
+            Outcome::Rejected(x) => Outcome::Rejected(x),
+            Outcome::Unavailable(u) => Outcome::Unavailable(u),
+            Outcome::Ok(_) => Outcome::Rejected(Rejection::Other {
+                status: r.status,
+                error: String::new(),
+                description: r.body.clone(),
+            }),
+        }
+    }
+
     fn expect_ok(&self, method: &str, path: &str, body: Option<&Value>) -> Outcome<RawResponse> {
         let r = try_outcome!(self.call(method, path, body));
         if (200..300).contains(&r.status) {
             Outcome::Ok(r)
         } else {
-            match unexpected(&r) {
-                Outcome::Rejected(x) => Outcome::Rejected(x),
-                Outcome::Unavailable(u) => Outcome::Unavailable(u),
-                Outcome::Ok(_) => Outcome::Ok(r),
-            }
+            self.refusal(method, path, &r)
         }
+    }
+
+    /// A GET whose 2xx answer is JSON of type `T`.
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Outcome<T> {
+        let r = try_outcome!(self.expect_ok("GET", path, None));
+        parse(path, &r)
     }
 
     /// The user with exactly this username, if any.
     pub fn find_user(&self, username: &str) -> Outcome<Option<KcUser>> {
-        let r = try_outcome!(self.expect_ok(
-            "GET",
-            &format!("/users?username={}&exact=true", enc(username)),
-            None
-        ));
-        let users: Vec<KcUser> = try_outcome!(parse(&r));
+        let users: Vec<KcUser> = try_outcome!(self.get_json(&format!(
+            "/users?username={}&exact=true&briefRepresentation=true",
+            enc(username)
+        )));
         Outcome::Ok(
             users
                 .into_iter()
@@ -210,12 +253,9 @@ impl<'a> Admin<'a> {
         let mut out = Vec::new();
         let mut first = 0u32;
         loop {
-            let r = try_outcome!(self.expect_ok(
-                "GET",
-                &format!("/users?first={first}&max={page}&briefRepresentation=true"),
-                None
-            ));
-            let batch: Vec<KcUser> = try_outcome!(parse(&r));
+            let batch: Vec<KcUser> = try_outcome!(self.get_json(&format!(
+                "/users?first={first}&max={page}&briefRepresentation=true"
+            )));
             let n = batch.len() as u32;
             out.extend(batch);
             if n < page {
@@ -303,11 +343,7 @@ impl<'a> Admin<'a> {
                 }
                 Outcome::Ok(u.id)
             }
-            _ => match unexpected(&r) {
-                Outcome::Rejected(x) => Outcome::Rejected(x),
-                Outcome::Unavailable(u) => Outcome::Unavailable(u),
-                Outcome::Ok(_) => Outcome::Ok(String::new()),
-            },
+            _ => self.refusal("POST", "/users", &r),
         }
     }
 
@@ -324,9 +360,8 @@ impl<'a> Admin<'a> {
 
     /// When the user's current password credential was created (ms since the epoch).
     pub fn password_created_ms(&self, id: &str) -> Outcome<Option<u64>> {
-        let r =
-            try_outcome!(self.expect_ok("GET", &format!("/users/{}/credentials", enc(id)), None));
-        let creds: Vec<KcCredential> = try_outcome!(parse(&r));
+        let creds: Vec<KcCredential> =
+            try_outcome!(self.get_json(&format!("/users/{}/credentials", enc(id))));
         Outcome::Ok(
             creds
                 .into_iter()
@@ -345,38 +380,24 @@ impl<'a> Admin<'a> {
         Outcome::Ok(())
     }
 
-    /// The user's group paths.
-    pub fn user_groups(&self, id: &str) -> Outcome<Vec<String>> {
-        let r = try_outcome!(self.expect_ok("GET", &format!("/users/{}/groups", enc(id)), None));
-        let groups: Vec<KcGroup> = try_outcome!(parse(&r));
-        Outcome::Ok(groups.into_iter().map(|g| g.path).collect())
-    }
-
     fn group_id(&self, path: &str) -> Outcome<Option<String>> {
         let path = if path.starts_with('/') {
             path.to_owned()
         } else {
             format!("/{path}")
         };
-        let r = try_outcome!(self.call(
-            "GET",
-            &format!(
-                "/group-by-path{}",
-                path.split('/').map(enc).collect::<Vec<_>>().join("/")
-            ),
-            None
-        ));
+        let by_path = format!(
+            "/group-by-path{}",
+            path.split('/').map(enc).collect::<Vec<_>>().join("/")
+        );
+        let r = try_outcome!(self.call("GET", &by_path, None));
         if r.status == 404 {
             return Outcome::Ok(None);
         }
         if !(200..300).contains(&r.status) {
-            return match unexpected(&r) {
-                Outcome::Rejected(x) => Outcome::Rejected(x),
-                Outcome::Unavailable(u) => Outcome::Unavailable(u),
-                Outcome::Ok(_) => Outcome::Ok(None),
-            };
+            return self.refusal("GET", "/group-by-path/{path}", &r);
         }
-        let g: KcGroup = try_outcome!(parse(&r));
+        let g: KcGroup = try_outcome!(parse("/group-by-path/{path}", &r));
         Outcome::Ok(Some(g.id))
     }
 
@@ -397,37 +418,62 @@ impl<'a> Admin<'a> {
         ));
         Outcome::Ok(())
     }
+}
 
-    /// Realm roles and the roles of this appliance's client.
-    pub fn roles(&self, id: &str) -> Outcome<Vec<String>> {
-        let r = try_outcome!(self.expect_ok(
-            "GET",
-            &format!("/users/{}/role-mappings/realm", enc(id)),
-            None
-        ));
-        let mut roles: Vec<String> = try_outcome!(parse::<Vec<KcRole>>(&r))
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        let client_id = self.tier.client.settings().client_id.clone();
-        let r = try_outcome!(self.expect_ok(
-            "GET",
-            &format!("/clients?clientId={}", enc(&client_id)),
-            None
-        ));
-        let clients: Vec<Value> = try_outcome!(parse(&r));
-        if let Some(uuid) = clients.first().and_then(|c| c["id"].as_str()) {
-            let r = try_outcome!(self.expect_ok(
-                "GET",
-                &format!("/users/{}/role-mappings/clients/{}", enc(id), enc(uuid)),
-                None
-            ));
-            for role in try_outcome!(parse::<Vec<KcRole>>(&r)) {
-                if !roles.contains(&role.name) {
-                    roles.push(role.name);
-                }
-            }
-        }
-        Outcome::Ok(roles)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_hide_ids_and_queries() {
+        assert_eq!(
+            endpoint("/users/3f2a-11/credentials"),
+            "/users/{id}/credentials"
+        );
+        assert_eq!(endpoint("/users?username=ann&exact=true"), "/users");
+        assert_eq!(endpoint("/users/ab/groups/cd"), "/users/{id}/groups/{id}");
+        assert_eq!(endpoint("/group-by-path/{path}"), "/group-by-path/{path}");
+    }
+
+    #[test]
+    fn a_refusal_names_the_endpoint_and_the_one_role_it_needs() {
+        let r = RawResponse {
+            status: 403,
+            location: None,
+            body: r#"{"error":"unknown_error"}"#.into(),
+        };
+        let Outcome::Unavailable(u) = unexpected("edgeauth", "GET", "/users/x/credentials", &r)
+        else {
+            panic!("a 403 is a misconfiguration");
+        };
+        assert_eq!(u.kind, UnavailableKind::Misconfigured);
+        assert!(
+            u.detail
+                .contains("GET /admin/realms/{realm}/users/{id}/credentials")
+                && u.detail.contains("client edgeauth")
+                && u.detail.contains("role view-users")
+                && !u.detail.contains("manage-users"),
+            "{}",
+            u.detail
+        );
+        let Outcome::Unavailable(u) = unexpected("edgeauth", "PUT", "/users/x/reset-password", &r)
+        else {
+            panic!("a 403 is a misconfiguration");
+        };
+        assert!(u.detail.contains("role manage-users"), "{}", u.detail);
+        let bad = RawResponse {
+            status: 200,
+            location: None,
+            body: "<html>".into(),
+        };
+        let Outcome::Unavailable(u) = parse::<Vec<KcUser>>("/users?x=1", &bad) else {
+            panic!("HTML is not the admin API's JSON");
+        };
+        assert_eq!(u.kind, UnavailableKind::Garbage);
+        assert!(
+            u.detail.contains("/admin/realms/{realm}/users in"),
+            "{}",
+            u.detail
+        );
     }
 }

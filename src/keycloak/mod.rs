@@ -1,9 +1,14 @@
 //! The Keycloak tier: per-tenant clients, the shared breaker and health state, the persisted
 //! discovery document and JWKS, and the background monitor.
 //!
-//! Every call goes through [`Keycloak::call`]: the breaker decides whether to call at all,
-//! the call runs on the blocking pool bounded by `request_timeout`, and its outcome feeds the
-//! breaker (only outages count) and the metrics.
+//! Every login-side call (grants, refresh, logout) goes through [`Keycloak::call`]: the breaker
+//! decides whether to call at all, the call runs on the blocking pool bounded by
+//! `request_timeout`, and its outcome feeds the breaker (only outages count) and the metrics.
+//!
+//! Admin-side calls (sync replay, pull, provisioning) go through [`Keycloak::admin_call`]
+//! instead (design rule 9): they are not made while the circuit is open, but their outcome never
+//! feeds the breaker, the health state or the mode. A refusal or an odd answer of the admin API
+//! is recorded in [`AdminHealth`], which raises its own alert naming the endpoint and permission.
 
 pub mod admin;
 pub mod client;
@@ -12,7 +17,7 @@ pub mod outcome;
 pub mod token;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use client::{ClientSettings, Endpoints, KeycloakClient};
@@ -23,7 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::crypto::Secret;
 use crate::domain::Tenant;
 use crate::metrics::Metrics;
-use crate::resilience::breaker::{Admission, Breaker, BreakerConfig};
+use crate::resilience::breaker::{Admission, Breaker, BreakerConfig, CircuitState};
 use crate::resilience::monitor::{Health, KeycloakStatus};
 use crate::store::Store;
 
@@ -201,6 +206,50 @@ impl Tier {
     }
 }
 
+/// What the admin API (sync, pull, provisioning) last met that an operator must fix: a refusal
+/// (a missing realm-management role), a 5xx or an answer in an unexpected shape. Cleared by
+/// the next admin call that succeeds. Never read by the login side.
+#[derive(Debug, Default)]
+pub struct AdminHealth {
+    problem: Mutex<Option<AdminProblem>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminProblem {
+    pub detail: String,
+    /// Unix seconds (the appliance clock) when this problem was first seen.
+    pub since: u64,
+}
+
+impl AdminHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<AdminProblem>> {
+        self.problem.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn problem(&self) -> Option<AdminProblem> {
+        self.lock().clone()
+    }
+
+    /// Records a problem; returns true when it is new (not the one already recorded).
+    fn set(&self, detail: &str, now: u64) -> bool {
+        let mut slot = self.lock();
+        match slot.as_mut() {
+            Some(p) if p.detail == detail => false,
+            _ => {
+                *slot = Some(AdminProblem {
+                    detail: detail.to_owned(),
+                    since: now,
+                });
+                true
+            }
+        }
+    }
+
+    fn clear(&self) -> bool {
+        self.lock().take().is_some()
+    }
+}
+
 /// The whole tier: one breaker and health state for the Keycloak server, a client per tenant.
 #[derive(Debug)]
 pub struct Keycloak {
@@ -210,6 +259,8 @@ pub struct Keycloak {
     pub health: Health,
     /// The service account's admin API token.
     pub admin_tokens: admin::TokenCache,
+    /// The admin side's own health (design rule 9): never feeds the breaker or the mode.
+    pub admin_health: AdminHealth,
     /// Wakes the health monitor when a call finds Keycloak unreachable before the monitor
     /// did, so the monitor's quick retries (not its long interval) notice the return.
     pub monitor_wakeup: tokio::sync::Notify,
@@ -288,6 +339,7 @@ impl Keycloak {
             }),
             health: Health::default(),
             admin_tokens: admin::TokenCache::default(),
+            admin_health: AdminHealth::default(),
             monitor_wakeup: tokio::sync::Notify::new(),
         }))
     }
@@ -307,7 +359,69 @@ impl Keycloak {
         self.health.status(&self.breaker.view(Instant::now()))
     }
 
-    /// Makes one call through the breaker on the blocking pool. `kind` labels the metrics.
+    /// Makes one admin-API call on the blocking pool (design rule 9). No call is made while the
+    /// circuit is open (the login side found Keycloak unreachable), but the outcome never counts
+    /// against the breaker, the health state or the mode: an admin refusal, 5xx or odd answer is
+    /// recorded in [`AdminHealth`] (an alert); a transport failure only wakes the monitor, whose
+    /// probe decides. `kind` labels the metrics; `now` dates a new problem.
+    pub async fn admin_call<T: Send + 'static>(
+        &self,
+        metrics: &Metrics,
+        kind: &'static str,
+        now: u64,
+        f: impl FnOnce() -> Outcome<T> + Send + 'static,
+    ) -> Outcome<T> {
+        if self.breaker.view(Instant::now()).state == CircuitState::Open {
+            metrics.keycloak_call(kind, "circuit_open", None);
+            return Outcome::Unavailable(Unavailable::new(
+                UnavailableKind::CircuitOpen,
+                "the circuit breaker is open",
+            ));
+        }
+        let started = Instant::now();
+        let out = Self::run_blocking(f).await;
+        metrics.keycloak_call(kind, out_label(&out), Some(started.elapsed()));
+        match &out {
+            Outcome::Ok(_) | Outcome::Rejected(_) => {
+                if self.admin_health.clear() {
+                    log::info!("the Keycloak admin API answers as expected again");
+                }
+            }
+            Outcome::Unavailable(u) => match u.kind {
+                UnavailableKind::Misconfigured
+                | UnavailableKind::Garbage
+                | UnavailableKind::Status => {
+                    if self.admin_health.set(&u.detail, now) {
+                        log::warn!(
+                            "Keycloak admin API ({kind}): {u}; logins are not affected, queued changes and the pull wait"
+                        );
+                    }
+                }
+                UnavailableKind::CircuitOpen => {}
+                UnavailableKind::Connect | UnavailableKind::Timeout | UnavailableKind::Tls => {
+                    if !self.health.known_unreachable() {
+                        self.monitor_wakeup.notify_one();
+                    }
+                }
+            },
+        }
+        out
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Outcome<T> + Send + 'static,
+    ) -> Outcome<T> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(o) => o,
+            Err(e) => Outcome::Unavailable(Unavailable::new(
+                UnavailableKind::Connect,
+                format!("call aborted: {e}"),
+            )),
+        }
+    }
+
+    /// Makes one login-side call through the breaker on the blocking pool. `kind` labels the
+    /// metrics.
     pub async fn call<T: Send + 'static>(
         &self,
         metrics: &Metrics,
@@ -323,20 +437,8 @@ impl Keycloak {
             ));
         }
         let started = Instant::now();
-        let out = match tokio::task::spawn_blocking(f).await {
-            Ok(o) => o,
-            Err(e) => Outcome::Unavailable(Unavailable::new(
-                UnavailableKind::Connect,
-                format!("call aborted: {e}"),
-            )),
-        };
-        let elapsed = started.elapsed();
-        let label = match &out {
-            Outcome::Ok(_) => "ok",
-            Outcome::Rejected(_) => "rejected",
-            Outcome::Unavailable(u) => u.kind.as_str(),
-        };
-        metrics.keycloak_call(kind, label, Some(elapsed));
+        let out = Self::run_blocking(f).await;
+        metrics.keycloak_call(kind, out_label(&out), Some(started.elapsed()));
         match &out {
             Outcome::Ok(_) | Outcome::Rejected(_) => {
                 self.breaker.success();
@@ -359,5 +461,13 @@ impl Keycloak {
             }
         }
         out
+    }
+}
+
+fn out_label<T>(out: &Outcome<T>) -> &'static str {
+    match out {
+        Outcome::Ok(_) => "ok",
+        Outcome::Rejected(_) => "rejected",
+        Outcome::Unavailable(u) => u.kind.as_str(),
     }
 }

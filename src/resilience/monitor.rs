@@ -171,11 +171,7 @@ pub async fn run(
     loop {
         probe_now(&app, &kc).await;
         let failures = kc.health.view().consecutive_failures;
-        let jitter = {
-            let mut b = [0u8; 2];
-            crate::crypto::random_bytes(&mut b);
-            f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
-        };
+        let jitter = crate::crypto::random_unit();
         tokio::select! {
             _ = tokio::time::sleep(next_delay(interval, failures, jitter)) => {}
             _ = kc.monitor_wakeup.notified() => {}

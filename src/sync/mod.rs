@@ -7,9 +7,18 @@
 //!   cycle without spending attempts; a refusal backs off exponentially and, after
 //!   `max_attempts` (or at once when it cannot change, such as a password policy), the item is
 //!   `dead` and raises an alert; a password Keycloak already holds a newer version of is
-//!   `superseded`. Replays are idempotent (a user create that meets 409 reconciles).
-//! * The pull sync disables users deleted or disabled centrally and refreshes roles and groups.
+//!   `superseded`. Replays are idempotent (a user create that meets 409 reconciles). A queued
+//!   password that never reaches Keycloak (superseded or dead) also ends the local hash built on
+//!   it, so it cannot sign in during the next outage.
+//! * The pull sync disables users deleted or disabled centrally ([`pull`]).
 //! * Every cycle writes a sync-log record.
+//! * [`run`], the worker: a cycle cut short by an outage (or by a cold Keycloak too slow for
+//!   `request_timeout`) while items are open is retried within seconds, backing off with jitter
+//!   up to `interval`, and says so at warn; the pull runs on the worker's own jittered schedule,
+//!   never on the wake-up after a recovery, so sites do not pull in step.
+//!
+//! Every admin call goes through `Keycloak::admin_call` (design rule 9): nothing the admin API
+//! answers changes the login side's circuit, status or mode.
 
 mod pull;
 
@@ -25,7 +34,7 @@ use crate::crypto::Secret;
 use crate::domain::UserKey;
 use crate::keycloak::admin::Admin;
 use crate::keycloak::outcome::{Outcome, Rejection};
-use crate::resilience::monitor::KeycloakStatus;
+use crate::resilience::monitor::{KeycloakStatus, next_delay};
 use crate::store::WriteTx;
 use crate::store::queue::{ItemKind, ItemStatus, QueueItem, SyncLogRecord};
 
@@ -221,11 +230,24 @@ pub struct CycleReport {
     pub dead: u64,
     pub pulled: u64,
     pub disabled: u64,
+    /// Why the cycle stopped early: Keycloak (or its admin API) did not answer.
     pub error: Option<String>,
+    /// Items still pending or failed when the cycle ended.
+    pub open: u64,
 }
 
-/// One sync cycle: replay the queue, then pull central changes. Needs Keycloak.
-pub async fn cycle(app: &Arc<App>) -> Result<CycleReport, AuthError> {
+/// Whether a cycle pulls central changes after the replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Replay the queue only (the wake-up after a recovery, a quick retry).
+    Replay,
+    /// Replay, then pull (the worker's schedule, an operator's `edgeauth sync`).
+    ReplayAndPull,
+}
+
+/// One sync cycle: replay the queue, then (with [`Scope::ReplayAndPull`]) pull central
+/// changes. Needs Keycloak.
+pub async fn cycle(app: &Arc<App>, scope: Scope) -> Result<CycleReport, AuthError> {
     let Some(kc) = app.keycloak.clone() else {
         return Err(AuthError::BadRequest("no Keycloak is configured".into()));
     };
@@ -260,8 +282,11 @@ pub async fn cycle(app: &Arc<App>) -> Result<CycleReport, AuthError> {
             continue;
         };
         let (k, i) = (kc.clone(), item.clone());
+        let forget = matches!(payload, Payload::PasswordChange { .. }).then(|| payload.clone());
         let outcome = kc
-            .call(&app.metrics, "sync_replay", move || replay(&k, &i, payload))
+            .admin_call(&app.metrics, "sync_replay", now, move || {
+                replay(&k, &i, payload)
+            })
             .await;
         match outcome {
             Outcome::Ok(Replayed::Done) => {
@@ -282,7 +307,9 @@ pub async fn cycle(app: &Arc<App>) -> Result<CycleReport, AuthError> {
                     item.username,
                     item.tenant
                 );
+                let key = item.clone();
                 finish(app, item, ItemStatus::Superseded, None).await?;
+                forget_local_hash(app, &key, forget.as_ref()).await?;
                 report.superseded += 1;
             }
             Outcome::Rejected(r) => {
@@ -306,8 +333,10 @@ pub async fn cycle(app: &Arc<App>) -> Result<CycleReport, AuthError> {
                     item.tenant,
                     status
                 );
+                let key = item.clone();
                 finish(app, item, status, Some(r.to_string())).await?;
                 if dead {
+                    forget_local_hash(app, &key, forget.as_ref()).await?;
                     report.dead += 1
                 } else {
                     report.failed += 1
@@ -320,15 +349,18 @@ pub async fn cycle(app: &Arc<App>) -> Result<CycleReport, AuthError> {
             }
         }
     }
-    if report.error.is_none() && app.config.keycloak.sync.enabled {
-        match pull::pull(app, &kc).await {
-            Ok((pulled, disabled)) => {
-                report.pulled = pulled;
-                report.disabled = disabled;
+    if report.error.is_none() && scope == Scope::ReplayAndPull && app.config.keycloak.sync.enabled {
+        match pull::pull(app, &kc).await? {
+            Ok(p) => {
+                report.pulled = p.looked_up;
+                report.disabled = p.disabled;
             }
             Err(e) => report.error = Some(e.to_string()),
         }
     }
+    let counts = app.store.read(|r| r.queue_counts())?;
+    report.open = counts.pending + counts.failed;
+    app.metrics.sync_cycle(&report);
     let record = SyncLogRecord {
         started,
         completed: app.clock.now(),
@@ -353,8 +385,58 @@ async fn finish(
     crate::auth::write(&app.store, move |w| w.put_queue_item(&item)).await
 }
 
-/// The worker: a cycle every `keycloak.sync.interval`, and at once when the monitor sees
-/// Keycloak come back (or an operator asks).
+/// A queued password that will never reach Keycloak (superseded by a central change, or dead)
+/// must not keep signing in offline: the local hash is cleared when it is the one built on
+/// that password (an online login since then has replaced it with the central one's).
+async fn forget_local_hash(
+    app: &App,
+    item: &QueueItem,
+    payload: Option<&Payload>,
+) -> Result<(), AuthError> {
+    let Some(Payload::PasswordChange { password }) = payload else {
+        return Ok(());
+    };
+    let (Ok(tenant), Ok(username)) = (
+        crate::domain::Tenant::parse(&item.tenant),
+        crate::domain::Username::parse(&item.username),
+    ) else {
+        return Ok(());
+    };
+    let key = UserKey::new(tenant, username);
+    let Some(user) = app.store.read(|r| r.user(&key))? else {
+        return Ok(());
+    };
+    let Some(phc) = user.password_hash.as_deref() else {
+        return Ok(());
+    };
+    if app.hasher.verify(password, Some(phc)).await? != crate::crypto::password::Verified::Match {
+        return Ok(());
+    }
+    let (k, stale, now) = (key.clone(), phc.to_owned(), app.clock.now());
+    crate::auth::write(&app.store, move |w| {
+        if let Some(mut u) = w.user(&k)?
+            && u.password_hash.as_deref() == Some(stale.as_str())
+        {
+            u.password_hash = None;
+            u.updated_at = now;
+            w.put_user(&u)?;
+        }
+        Ok(())
+    })
+    .await?;
+    log::warn!(
+        "sync: the site password of {key} never reached Keycloak (item #{} {:?}); it no longer signs in offline until the next online login",
+        item.id,
+        item.status
+    );
+    Ok(())
+}
+
+/// The worker. A replay-and-pull cycle on its own schedule (every `keycloak.sync.interval`,
+/// ±25 % jitter, not moved by wake-ups), and a replay at once when the monitor sees Keycloak
+/// come back. A cycle cut short while items are open is retried after 1 s, 2 s, 4 s ... (±25 %
+/// jitter) up to the interval: a Keycloak that is still warming up, too slow for
+/// `request_timeout`, costs seconds, not a whole interval.
 pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let Some(kc) = app.keycloak.clone() else {
         return;
@@ -366,26 +448,59 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
         .interval
         .0
         .max(Duration::from_secs(1));
+    let jittered = |d: Duration| d.mul_f64(0.75 + 0.5 * crate::crypto::random_unit());
+    let mut scheduled = tokio::time::Instant::now() + jittered(interval);
+    let mut retries: u32 = 0;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = app.sync_wakeup.notified() => {}
+        let retry_at = (retries > 0).then(|| {
+            tokio::time::Instant::now()
+                + next_delay(interval, retries, crate::crypto::random_unit())
+        });
+        let wake = retry_at.map_or(scheduled, |r| r.min(scheduled));
+        let scope = tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {
+                if tokio::time::Instant::now() >= scheduled {
+                    scheduled = tokio::time::Instant::now() + jittered(interval);
+                    Scope::ReplayAndPull
+                } else {
+                    Scope::Replay
+                }
+            }
+            _ = app.sync_wakeup.notified() => Scope::Replay,
             _ = stop.changed() => return,
-        }
+        };
         if kc.status() == KeycloakStatus::Offline {
+            // The monitor wakes this worker when Keycloak is back; keep any quick retry going.
             continue;
         }
-        match cycle(&app).await {
-            Ok(r) if r.replayed + r.superseded + r.failed + r.dead + r.disabled > 0 => log::info!(
-                "sync cycle: {} replayed, {} superseded, {} failed, {} dead, {} users pulled, {} disabled",
-                r.replayed,
-                r.superseded,
-                r.failed,
-                r.dead,
-                r.pulled,
-                r.disabled
-            ),
-            Ok(_) => {}
+        match cycle(&app, scope).await {
+            Ok(r) => {
+                if r.replayed + r.superseded + r.failed + r.dead + r.disabled > 0 {
+                    log::info!(
+                        "sync cycle: {} replayed, {} superseded, {} failed, {} dead, {} users pulled, {} disabled",
+                        r.replayed,
+                        r.superseded,
+                        r.failed,
+                        r.dead,
+                        r.pulled,
+                        r.disabled
+                    );
+                }
+                match (&r.error, r.open) {
+                    (Some(cause), open) if open > 0 => {
+                        retries = retries.saturating_add(1);
+                        log::warn!(
+                            "sync: cycle cut short ({cause}); {open} queued changes wait; retry {retries} within {}",
+                            humantime::format_duration(next_delay(interval, retries, 1.0))
+                        );
+                    }
+                    (Some(cause), _) => {
+                        retries = 0;
+                        log::warn!("sync: cycle cut short ({cause}); nothing is queued");
+                    }
+                    (None, _) => retries = 0,
+                }
+            }
             Err(e) => log::error!("sync cycle failed: {e}"),
         }
     }

@@ -1,44 +1,82 @@
 //! The pull of central changes: users disabled or deleted in Keycloak are disabled at the site
-//! and their sessions end; roles and groups are refreshed. `keycloak.sync.pull` chooses one
-//! lookup per known user ("known") or a paged listing of the realm ("realm").
+//! and their sessions end. `keycloak.sync.pull` chooses one lookup per known user ("known") or
+//! a paged listing of the realm ("realm").
+//!
+//! Roles and groups are not pulled (design rule 9): what the site stores about a user has the
+//! shape and meaning of that user's token claims, and only a token has them. The admin API shows
+//! direct role mappings, not the effective ones a token carries through groups and composites,
+//! and group paths, not what the realm's group mapper renders; the client scopes and mappers
+//! that shape a token are the realm's business. So roles and groups come from each online login
+//! and each token refresh, and the pull costs one call per user (or one per page), on the two
+//! realm-management roles the README lists.
+//!
+//! The pull is paced (`keycloak.sync.pull_rate` calls a second, jittered), so a thousand sites
+//! coming back from one WAN outage do not meet a recovering Keycloak all at once; the sync
+//! worker also runs it only on its own schedule, never on the wake-up that follows a recovery.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::app::App;
-use crate::domain::Source;
-use crate::keycloak::admin::Admin;
-use crate::keycloak::outcome::{Outcome, Unavailable, UnavailableKind};
+use crate::auth::AuthError;
+use crate::domain::{Source, Tenant};
+use crate::keycloak::admin::{Admin, KcUser};
+use crate::keycloak::outcome::{Outcome, Unavailable};
 use crate::store::sessions::RevokeReason;
 
-/// Pulls central changes for the Keycloak users this site knows: a user deleted or disabled
-/// centrally is disabled here and their sessions end; roles and groups are refreshed.
+/// What a pull did: users looked up, users disabled here.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Pulled {
+    pub looked_up: u64,
+    pub disabled: u64,
+}
+
+/// The pause before the next admin call of a pull: `1 / rate` seconds, jittered to between half
+/// and one and a half times that, so sites that came back together drift apart.
+pub(super) fn pace(rate: f64, jitter_unit: f64) -> Duration {
+    let rate = if rate.is_finite() && rate > 0.0 {
+        rate
+    } else {
+        1.0
+    };
+    Duration::from_secs_f64((0.5 + jitter_unit.clamp(0.0, 1.0)) / rate)
+}
+
+/// Pulls central changes for the enabled Keycloak users this site knows. The outer error is the
+/// store's; the inner one says Keycloak stopped answering (the pull stops there).
 pub(super) async fn pull(
     app: &Arc<App>,
     kc: &Arc<crate::keycloak::Keycloak>,
-) -> Result<(u64, u64), Unavailable> {
-    let users = app
+) -> Result<Result<Pulled, Unavailable>, AuthError> {
+    let users: Vec<_> = app
         .store
-        .read(|r| r.users(None))
-        .map_err(|e| Unavailable::new(UnavailableKind::Garbage, e.to_string()))?;
-    let (mut pulled, mut disabled) = (0, 0);
-    let users: Vec<_> = users
+        .read(|r| r.users(None))?
         .into_iter()
         .filter(|u| u.source == Source::Keycloak && u.enabled)
         .collect();
+    let rate = app.config.keycloak.sync.pull_rate;
+    let mut report = Pulled::default();
+    let mut first_call = true;
+    let mut paced = || {
+        let wait = if first_call {
+            Duration::ZERO
+        } else {
+            pace(rate, crate::crypto::random_unit())
+        };
+        first_call = false;
+        tokio::time::sleep(wait)
+    };
     // `pull = "realm"`: one paged listing per tenant's realm instead of one lookup per user.
-    let mut listings: std::collections::HashMap<
-        String,
-        Arc<std::collections::HashMap<String, crate::keycloak::admin::KcUser>>,
-    > = std::collections::HashMap::new();
+    let mut listings: HashMap<Tenant, Arc<HashMap<String, KcUser>>> = HashMap::new();
     if app.config.keycloak.sync.pull == crate::config::PullScope::Realm {
-        let tenants: HashSet<crate::domain::Tenant> =
-            users.iter().map(|u| u.tenant.clone()).collect();
+        let tenants: HashSet<Tenant> = users.iter().map(|u| u.tenant.clone()).collect();
         for tenant in tenants {
+            paced().await;
             let (k, t) = (kc.clone(), tenant.clone());
             let page = app.config.keycloak.sync.batch.max(1);
             let listed = kc
-                .call(&app.metrics, "sync_list", move || {
+                .admin_call(&app.metrics, "sync_list", app.clock.now(), move || {
                     let tier = k.tier(&t);
                     Admin::new(&tier, &k.admin_tokens).all_users(page)
                 })
@@ -49,50 +87,35 @@ pub(super) async fn pull(
                         .into_iter()
                         .map(|u| (u.username.to_lowercase(), u))
                         .collect();
-                    listings.insert(tenant.to_string(), Arc::new(map));
+                    listings.insert(tenant, Arc::new(map));
                 }
                 Outcome::Rejected(r) => {
                     log::warn!("sync: listing the users of {tenant}'s realm was refused: {r}")
                 }
-                Outcome::Unavailable(u) => return Err(u),
+                Outcome::Unavailable(u) => return Ok(Err(u)),
             }
         }
     }
     for u in users {
         let key = u.key();
-        let (k, username, tenant) = (kc.clone(), u.username.to_string(), u.tenant.clone());
-        let listing = listings.get(tenant.as_str()).cloned();
-        let central = kc
-            .call(&app.metrics, "sync_pull", move || {
-                let tier = k.tier(&tenant);
-                let admin = Admin::new(&tier, &k.admin_tokens);
-                let found = match &listing {
-                    Some(map) => map.get(&username).cloned(),
-                    None => match admin.find_user(&username) {
-                        Outcome::Ok(f) => f,
-                        Outcome::Rejected(r) => return Outcome::Rejected(r),
-                        Outcome::Unavailable(u) => return Outcome::Unavailable(u),
-                    },
-                };
-                let Some(found) = found.filter(|f| f.enabled) else {
-                    return Outcome::Ok(None);
-                };
-                let roles = match admin.roles(&found.id) {
-                    Outcome::Ok(r) => r,
-                    Outcome::Rejected(r) => return Outcome::Rejected(r),
-                    Outcome::Unavailable(u) => return Outcome::Unavailable(u),
-                };
-                match admin.user_groups(&found.id) {
-                    Outcome::Ok(groups) => Outcome::Ok(Some((roles, groups))),
-                    Outcome::Rejected(r) => Outcome::Rejected(r),
-                    Outcome::Unavailable(u) => Outcome::Unavailable(u),
-                }
-            })
-            .await;
-        let now = app.clock.now();
+        let central = match listings.get(&u.tenant) {
+            Some(map) => Outcome::Ok(map.get(&u.username.as_str().to_lowercase()).cloned()),
+            None => {
+                paced().await;
+                let (k, username, tenant) = (kc.clone(), u.username.to_string(), u.tenant.clone());
+                kc.admin_call(&app.metrics, "sync_pull", app.clock.now(), move || {
+                    let tier = k.tier(&tenant);
+                    Admin::new(&tier, &k.admin_tokens).find_user(&username)
+                })
+                .await
+            }
+        };
         match central {
-            Outcome::Ok(None) => {
-                let k = key.clone();
+            Outcome::Ok(found) if found.as_ref().is_some_and(|f| f.enabled) => {
+                report.looked_up += 1;
+            }
+            Outcome::Ok(_) => {
+                let (k, now) = (key.clone(), app.clock.now());
                 crate::auth::write(&app.store, move |w| {
                     if let Some(mut u) = w.user(&k)? {
                         u.enabled = false;
@@ -102,33 +125,30 @@ pub(super) async fn pull(
                     w.revoke_user_sessions(&k, RevokeReason::UserDisabled, now, None)
                         .map(|_| ())
                 })
-                .await
-                .map_err(|e| Unavailable::new(UnavailableKind::Garbage, e.to_string()))?;
+                .await?;
                 log::info!(
                     "sync: {key} is disabled or gone in Keycloak; disabled here and sessions ended"
                 );
-                disabled += 1;
-            }
-            Outcome::Ok(Some((roles, groups))) => {
-                let k = key.clone();
-                crate::auth::write(&app.store, move |w| {
-                    if let Some(mut u) = w.user(&k)?
-                        && (u.roles != roles || u.groups != groups)
-                    {
-                        u.roles = roles;
-                        u.groups = groups;
-                        u.updated_at = now;
-                        w.put_user(&u)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(|e| Unavailable::new(UnavailableKind::Garbage, e.to_string()))?;
-                pulled += 1;
+                report.looked_up += 1;
+                report.disabled += 1;
             }
             Outcome::Rejected(r) => log::warn!("sync: pulling {key} was refused: {r}"),
-            Outcome::Unavailable(u) => return Err(u),
+            Outcome::Unavailable(u) => return Ok(Err(u)),
         }
     }
-    Ok((pulled, disabled))
+    Ok(Ok(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_is_jittered_around_the_rate() {
+        assert_eq!(pace(2.0, 0.5), Duration::from_millis(500));
+        assert_eq!(pace(2.0, 0.0), Duration::from_millis(250));
+        assert_eq!(pace(2.0, 1.0), Duration::from_millis(750));
+        assert_eq!(pace(0.0, 0.5), Duration::from_secs(1), "a bad rate is 1/s");
+        assert_eq!(pace(f64::NAN, 0.5), Duration::from_secs(1));
+    }
 }

@@ -328,14 +328,15 @@ async fn online_first(
     }
 }
 
-/// Keycloak said yes: capture the hash, roles and groups; seal the tokens.
-async fn online_success(
-    app: &Arc<App>,
+/// The claims of an access token just received from Keycloak (a login or a refresh): the one
+/// source of a Keycloak user's roles and groups (design rule 9). `None` when the token cannot
+/// be read, and the stored roles stay.
+pub async fn token_claims(
+    app: &App,
     tier: &Arc<Tier>,
-    a: &Attempt,
-    user: Option<UserRecord>,
-    tokens: TokenSet,
-) -> Result<LoginOk, AuthError> {
+    key: &UserKey,
+    tokens: &TokenSet,
+) -> Result<Option<crate::keycloak::token::AccessClaims>, AuthError> {
     let (t, store, metrics, access) = (
         tier.clone(),
         app.store.clone(),
@@ -347,16 +348,26 @@ async fn online_success(
     })
     .await
     .map_err(|e| AuthError::Internal(e.to_string()))?;
-    let claims = match claims {
+    Ok(match claims {
         Ok(c) => Some(c),
         Err(e) => {
             log::warn!(
-                "Keycloak's access token for {} could not be read ({e}); keeping the local roles",
-                a.key
+                "Keycloak's access token for {key} could not be read ({e}); keeping the stored roles"
             );
             None
         }
-    };
+    })
+}
+
+/// Keycloak said yes: capture the hash, roles and groups; seal the tokens.
+async fn online_success(
+    app: &Arc<App>,
+    tier: &Arc<Tier>,
+    a: &Attempt,
+    user: Option<UserRecord>,
+    tokens: TokenSet,
+) -> Result<LoginOk, AuthError> {
+    let claims = token_claims(app, tier, &a.key, &tokens).await?;
     // Capture the hash for offline use: reuse the stored one when it still matches (no write
     // amplification), else hash anew. Either way one argon2 operation.
     let stored_matches = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
