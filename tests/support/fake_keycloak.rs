@@ -424,6 +424,13 @@ impl FakeKeycloak {
             .count()
     }
 
+    /// The next `count` client-credentials token requests (the service account's, which the sync
+    /// makes first) are answered only after `delay`, as by a Keycloak that has just started and
+    /// is still cold. Login grants and the health endpoint are not slowed.
+    pub fn set_cold_service_tokens(&self, count: usize, delay: Duration) {
+        self.shared.realm().cold_service_tokens = (count, delay);
+    }
+
     /// Every admin API call (before authentication) answers this status and JSON body instead,
     /// e.g. `Some((500, r#"{"error":"unknown_error"}"#.into()))`; `None` clears it. The other
     /// endpoints are not affected; [`Fault`]s still apply first.
@@ -504,6 +511,8 @@ struct RealmState {
     client_uuids: Vec<(&'static str, String)>,
     /// See `FakeKeycloak::set_admin_fault`.
     admin_fault: Option<(StatusCode, String)>,
+    /// See `FakeKeycloak::set_cold_service_tokens`: (requests left, delay).
+    cold_service_tokens: (usize, Duration),
 }
 
 struct User {
@@ -606,6 +615,7 @@ impl Shared {
                 role_ids: HashMap::new(),
                 client_uuids: CLIENT_IDS.iter().map(|&c| (c, uuid())).collect(),
                 admin_fault: None,
+                cold_service_tokens: (0, Duration::ZERO),
             }),
             requests: Mutex::new(Vec::new()),
             keys,
@@ -1003,6 +1013,21 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     }
     if let Err(refusal) = authenticate_client(&shared, &headers, &form) {
         return refusal.into_response();
+    }
+    if grant_type == "client_credentials" {
+        let cold = {
+            let mut realm = shared.realm();
+            let (left, delay) = realm.cold_service_tokens;
+            if left > 0 {
+                realm.cold_service_tokens.0 = left - 1;
+                Some(delay)
+            } else {
+                None
+            }
+        };
+        if let Some(delay) = cold {
+            tokio::time::sleep(delay).await;
+        }
     }
     let response = match grant_type {
         "password" => password_grant(&shared, &form),
