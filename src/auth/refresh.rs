@@ -81,6 +81,9 @@ async fn tick(app: &Arc<App>) -> Result<(), super::AuthError> {
                 tier.client.refresh_grant(&tier.endpoints(), &refresh)
             })
             .await;
+        if let Outcome::Ok(tokens) = &out {
+            super::login::observe_keycloak_time(app, tokens);
+        }
         let now = app.clock.now();
         match out {
             Outcome::Ok(tokens) => {
