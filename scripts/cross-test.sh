@@ -27,7 +27,8 @@ export EDGEAUTH_TEST_RUNNER="${!runner_var:-}"
 echo "cross-test: $target, runner: ${EDGEAUTH_TEST_RUNNER:-native}" >&2
 # Everything but tests/keycloak_tier.rs: those are the Keycloak tier's fault tests against the
 # fake Keycloak, built on wall-clock timeouts (request_timeout 1-2 s, black holes) that an
-# emulated CPU cannot meet. The fake's own self-test and all unit tests do run here.
+# emulated CPU cannot meet. The fake's own self-test and all unit tests do run here. Nor
+# tests/clock.rs: libfaketime cannot reach into a static binary under qemu.
 if (($# == 0)); then
   set -- --lib --bins --test api --test cli --test durability --test fake_keycloak
 fi

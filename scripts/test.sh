@@ -26,6 +26,12 @@ fi
 
 step() { printf '\n== %s\n' "$*"; }
 
+# tests/clock.rs runs the binary with its clock set back by libfaketime (Debian's faketime).
+if ! command -v faketime >/dev/null 2>&1; then
+  step "installing faketime (Debian package, for tests/clock.rs)"
+  apt-get update -qq && apt-get install -y -qq faketime >/dev/null
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -49,7 +49,7 @@ impl App {
         let clock = Clock::with_floor(store.read(|r| r.clock_floor())?);
         if let Some(back) = clock.jump_back_at_start() {
             log::warn!(
-                "the system clock is {} behind the latest time this store saw; expiries use the stored time until the clock catches up (check NTP / RTC)",
+                "the system clock is {} behind the latest time this store saw; the appliance's time counts on from the stored time until NTP or Keycloak gives a later one (check NTP / RTC)",
                 humantime::format_duration(back)
             );
         }

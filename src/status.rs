@@ -89,15 +89,34 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
     }
     let alerts_cfg = &app.config.alerts;
     let mut alerts = Vec::new();
-    if let Some(back) = app.clock.jump_back_at_start() {
+    // Live: ends once NTP sets the system clock right (design rule 7).
+    if let Some(behind) = app.clock.system_behind() {
+        let behind = humantime::format_duration(behind);
+        let (since, message) = match (app.clock.jump_back_at_start(), app.clock.keycloak_since()) {
+            (_, Some(t)) => (
+                t,
+                format!(
+                    "the system clock is {behind} behind the appliance's time, which follows Keycloak's clock since {}; check NTP / RTC",
+                    rfc3339(t)
+                ),
+            ),
+            (Some(back), None) => (
+                app.started_at,
+                format!(
+                    "the system clock started {} behind the latest time the store saw and is {behind} behind the appliance's time; check NTP / RTC",
+                    humantime::format_duration(back)
+                ),
+            ),
+            (None, None) => (
+                app.started_at,
+                format!("the system clock went back: it is {behind} behind the appliance's time"),
+            ),
+        };
         alerts.push(Alert {
             name: "clock_behind".into(),
             severity: "warning".into(),
-            since: rfc3339(app.started_at),
-            message: format!(
-                "the system clock started {} behind the latest time the store saw",
-                humantime::format_duration(back)
-            ),
+            since: rfc3339(since),
+            message,
         });
     }
     let (mode, keycloak) = match &app.keycloak {

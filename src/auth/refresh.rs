@@ -90,6 +90,9 @@ async fn tick(app: &Arc<App>) -> Result<(), super::AuthError> {
                 t.client.refresh_grant(&t.endpoints(), &refresh)
             })
             .await;
+        if let Outcome::Ok(tokens) = &out {
+            super::login::observe_keycloak_time(app, tokens);
+        }
         let now = app.clock.now();
         match out {
             Outcome::Ok(tokens) => {

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::app::App;
+use crate::clock::http_date;
 use error::ApiError;
 
 /// Largest request body accepted (a login is a few hundred bytes).
@@ -55,6 +56,7 @@ async fn deadline(req: Request, next: Next) -> Response {
 }
 
 /// One info line per request: client, method, path (never the query), status, time, note.
+/// Also sets the headers every answer carries (`Date` from the appliance's clock).
 async fn access_log(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
@@ -63,6 +65,10 @@ async fn access_log(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
     let path = parts.uri.path().to_owned();
     let mut res = next.run(Request::from_parts(parts, body)).await;
     let headers = res.headers_mut();
+    // The appliance's time (design rule 7), not the system clock hyper would write.
+    if let Ok(date) = HeaderValue::from_str(&http_date(app.clock.now())) {
+        headers.insert(header::DATE, date);
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         "x-content-type-options",

@@ -20,6 +20,9 @@ pub struct AccessClaims {
     #[serde(default)]
     pub preferred_username: Option<String>,
     pub exp: u64,
+    /// Issued at: Keycloak's clock (design rule 7).
+    #[serde(default)]
+    pub iat: Option<u64>,
     #[serde(default)]
     realm_access: Option<RoleList>,
     #[serde(default)]
@@ -137,6 +140,11 @@ pub fn claims_unverified(token: &str) -> Result<AccessClaims, VerifyError> {
     jsonwebtoken::dangerous::insecure_decode::<AccessClaims>(token)
         .map(|d| d.claims)
         .map_err(|e| VerifyError::Invalid(e.to_string()))
+}
+
+/// The `iat` of a token received straight from Keycloak, read only for Keycloak's clock.
+pub fn issued_at(token: &str) -> Option<u64> {
+    claims_unverified(token).ok()?.iat
 }
 
 #[cfg(test)]

@@ -114,14 +114,20 @@ impl Appliance {
 
     /// Starts `edgeauth serve` and waits until /readyz answers 200.
     pub fn start(&mut self) -> &mut Self {
+        self.start_with(edgeauth(), &[])
+    }
+
+    /// Like [`Appliance::start`], through `cmd` (`edgeauth()` behind a wrapper) with `env`.
+    pub fn start_with(&mut self, mut cmd: Command, env: &[(&str, &str)]) -> &mut Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = edgeauth()
+        let child = cmd
             .args(["--config", self.config.to_str().unwrap(), "serve"])
             .env("EDGEAUTH_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -29,14 +29,7 @@ pub(super) async fn local_first(
     };
     let ok = succeed(app, a, u, false, AuthMode::Local, None, None).await?;
     let (app2, kc2, digest) = (app.clone(), kc.clone(), ok.session_id.digest());
-    let attempt = Attempt {
-        key: a.key.clone(),
-        password: a.password.clone(),
-        client: a.client,
-        now: a.now,
-        user_subject: a.user_subject.clone(),
-        ip_subject: a.ip_subject.clone(),
-    };
+    let attempt = a.clone();
     tokio::spawn(async move { confirm_in_background(app2, kc2, attempt, digest).await });
     Ok(ok)
 }
@@ -49,6 +42,9 @@ async fn confirm_in_background(
 ) {
     let tier = kc.tier(&a.key.tenant);
     let outcome = password_grant(&app, &kc, &tier, &a).await;
+    if let Outcome::Ok(tokens) = &outcome {
+        observe_keycloak_time(&app, tokens);
+    }
     let now = app.clock.now();
     let result = match outcome {
         Outcome::Ok(tokens) => {

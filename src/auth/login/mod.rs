@@ -54,6 +54,7 @@ pub struct LoginOk {
 }
 
 /// One login attempt: who, from where, when, and which regulation counters it touches.
+#[derive(Clone)]
 struct Attempt {
     key: UserKey,
     password: Secret,
@@ -285,6 +286,13 @@ pub fn seal_tokens(app: &App, key: &UserKey, tokens: &TokenSet, now: u64) -> Sea
     }
 }
 
+/// Adopts Keycloak's clock from the `iat` of tokens it has just issued (design rule 7).
+pub fn observe_keycloak_time(app: &App, tokens: &TokenSet) {
+    if let Some(iat) = crate::keycloak::token::issued_at(&tokens.access_token) {
+        app.clock.observe_keycloak(iat);
+    }
+}
+
 /// Opens sealed tokens; `None` when they cannot be read (damaged, or another key).
 pub fn open_tokens(app: &App, key: &UserKey, sealed: &SealedTokens) -> Option<TokenSet> {
     let bytes: Option<Vec<u8>> = (0..sealed.sealed_hex.len())
@@ -368,6 +376,13 @@ async fn online_success(
     tokens: TokenSet,
 ) -> Result<LoginOk, AuthError> {
     let claims = token_claims(app, tier, &a.key, &tokens).await?;
+    observe_keycloak_time(app, &tokens);
+    // The session starts after Keycloak's answer, on a clock that may just have moved to
+    // Keycloak's (by this login or a concurrent one): it must not start in the past.
+    let a = &Attempt {
+        now: app.clock.now(),
+        ..a.clone()
+    };
     // Capture the hash for offline use: reuse the stored one when it still matches (no write
     // amplification), else hash anew. Either way one argon2 operation.
     let stored_matches = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
