@@ -449,6 +449,104 @@ fn diagnose_reports_each_check() {
     assert_eq!(tcp["ok"], false, "{checks}");
 }
 
+/// The proxy variables, all cleared for the diagnose runs below.
+const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// `edgeauth diagnose` with no proxy variable but those of `env`: (success, stdout).
+fn diagnose_with_env(a: &support::Appliance, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = support::edgeauth();
+    cmd.arg("--config").arg(&a.config).arg("diagnose");
+    for name in PROXY_VARS {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    let text = support::stdout(&out);
+    (
+        out.status.success(),
+        format!("{text}{}", support::stderr(&out)),
+    )
+}
+
+#[test]
+fn diagnose_goes_the_way_of_the_proxy() {
+    let kc = FakeKeycloak::start();
+    let port: u16 = kc.base_url().rsplit(':').next().unwrap().parse().unwrap();
+    let fake: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let proxy =
+        support::connect_proxy::ConnectProxy::start(vec![("keycloak.invalid".into(), fake)]);
+
+    // A Keycloak name only the proxy resolves: DNS and TCP test the proxy, the rest go through it.
+    let a = support::appliance_at(
+        &format!("http://keycloak.invalid:{port}"),
+        kc.realm(),
+        kc.client_id(),
+        kc.client_secret(),
+        &format!("[keycloak]\nproxy = \"{}\"", proxy.url()),
+    );
+    let (ok, out) = diagnose_with_env(&a, &[]);
+    assert!(ok, "{out}");
+    support::assert_diagnose_all_ok(&out);
+    assert!(
+        support::diagnose_line(&out, "dns").contains(
+            "127.0.0.1 -> 127.0.0.1 (via proxy, from keycloak.proxy; \
+             Keycloak's name keycloak.invalid is resolved by the proxy)"
+        ),
+        "{out}"
+    );
+    assert!(
+        support::diagnose_line(&out, "tcp").contains("(the proxy)"),
+        "{out}"
+    );
+    assert!(
+        proxy.seen().contains(&format!("keycloak.invalid:{port}")),
+        "{:?}",
+        proxy.seen()
+    );
+
+    // NO_PROXY exempts the host from the configured proxy too: then the name is ours to resolve.
+    let (ok, out) = diagnose_with_env(&a, &[("NO_PROXY", ".invalid")]);
+    assert!(!ok, "{out}");
+    let dns = support::diagnose_line(&out, "dns");
+    assert!(
+        dns.starts_with("FAIL") && dns.contains("keycloak.invalid"),
+        "{out}"
+    );
+
+    // ... and from it in the HTTP client: a dead configured proxy is not used for 127.0.0.1.
+    let dead = support::free_port();
+    let b = support::appliance(
+        &kc,
+        &format!("[keycloak]\nproxy = \"http://127.0.0.1:{dead}\""),
+    );
+    let (ok, out) = diagnose_with_env(&b, &[("no_proxy", "localhost,127.0.0.1")]);
+    assert!(ok, "{out}");
+    support::assert_diagnose_all_ok(&out);
+
+    // An http:// Keycloak takes HTTP_PROXY (or ALL_PROXY), never HTTPS_PROXY.
+    let c = support::appliance(&kc, "");
+    let (ok, out) = diagnose_with_env(&c, &[("HTTPS_PROXY", &format!("http://127.0.0.1:{dead}"))]);
+    assert!(ok, "{out}");
+    support::assert_diagnose_all_ok(&out);
+    let before = proxy.seen().len();
+    let (ok, out) = diagnose_with_env(&c, &[("HTTP_PROXY", &proxy.url())]);
+    assert!(ok, "{out}");
+    assert!(
+        support::diagnose_line(&out, "dns").contains("from HTTP_PROXY"),
+        "{out}"
+    );
+    assert!(proxy.seen().len() > before, "{:?}", proxy.seen());
+}
+
 #[test]
 fn refresher_renews_used_sessions_and_a_central_logout_revokes() {
     let kc = FakeKeycloak::start();

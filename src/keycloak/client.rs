@@ -1,5 +1,5 @@
 //! The HTTP client for one Keycloak realm and client: ureq with rustls (ring), the configured
-//! CA, proxy and timeouts. Every method is blocking (run it on the blocking pool) and ends in an
+//! CA, the proxy [`super::proxy`] chooses, and timeouts. Every method is blocking (run it on the blocking pool) and ends in an
 //! [`Outcome`]; transport failures are classified here and nowhere else.
 
 use std::sync::Arc;
@@ -98,7 +98,8 @@ impl std::fmt::Debug for KeycloakClient {
 /// Longest body read from Keycloak (a JWKS or token answer is a few KiB).
 const MAX_BODY: u64 = 1 << 20;
 
-fn agent(s: &ClientSettings, timeout: Duration) -> Result<ureq::Agent, String> {
+/// An agent for requests to `url` (the server, or the health URL), bounded by `timeout`.
+fn build_agent(s: &ClientSettings, url: &str, timeout: Duration) -> Result<ureq::Agent, String> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(pem) = &s.ca_pem {
         let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(pem)
@@ -114,19 +115,22 @@ fn agent(s: &ClientSettings, timeout: Duration) -> Result<ureq::Agent, String> {
         }
         tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
     }
-    let mut cfg = ureq::Agent::config_builder()
+    let cfg = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .timeout_connect(Some(timeout))
         .max_redirects(0)
         .user_agent(concat!("edgeauth/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls.build());
-    if let Some(p) = &s.proxy {
-        cfg = cfg.proxy(Some(
-            ureq::Proxy::new(p).map_err(|e| format!("keycloak.proxy: {e}"))?,
-        ));
-    }
-    Ok(cfg.build().into())
+    // Always set: ureq's own default reads the environment by rules of its own.
+    let proxy = match super::proxy::from_process_env(url, s.proxy.as_deref()) {
+        Some(route) => Some(
+            ureq::Proxy::new(&route.url)
+                .map_err(|e| format!("{}: not a usable proxy URL ({e})", route.source))?,
+        ),
+        None => None,
+    };
+    Ok(cfg.proxy(proxy).build().into())
 }
 
 fn transport(e: ureq::Error) -> Unavailable {
@@ -173,8 +177,9 @@ fn basic_auth(id: &str, secret: &str) -> String {
 
 impl KeycloakClient {
     pub fn new(settings: ClientSettings) -> Result<Self, String> {
-        let agent = agent(&settings, settings.request_timeout)?;
-        let health_agent = agent_for_health(&settings)?;
+        let agent = build_agent(&settings, &settings.server, settings.request_timeout)?;
+        let health_url = settings.health_url.as_deref().unwrap_or(&settings.server);
+        let health_agent = build_agent(&settings, health_url, settings.health_timeout)?;
         Ok(KeycloakClient {
             settings: Arc::new(settings),
             agent,
@@ -184,6 +189,12 @@ impl KeycloakClient {
 
     pub fn settings(&self) -> &ClientSettings {
         &self.settings
+    }
+
+    /// The agent behind every request but the health probe (CA, proxy, request timeout), for
+    /// the raw requests of `edgeauth diagnose`.
+    pub fn agent(&self) -> &ureq::Agent {
+        &self.agent
     }
 
     pub fn discovery_url(&self) -> String {
@@ -393,10 +404,6 @@ impl KeycloakClient {
             Err(e) => Outcome::Unavailable(transport(e)),
         }
     }
-}
-
-fn agent_for_health(s: &ClientSettings) -> Result<ureq::Agent, String> {
-    agent(s, s.health_timeout)
 }
 
 #[cfg(test)]

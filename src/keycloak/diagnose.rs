@@ -1,7 +1,11 @@
 //! `edgeauth diagnose`: what an operator runs at 3 a.m. when logins fall back to the cache.
 //! One line per check, OK or FAIL with the reason: DNS, TCP, TLS chain and certificate expiry,
 //! discovery, JWKS, clock skew against Keycloak's Date header (or a token's `iat`), client credentials, health.
+//! When a proxy applies to Keycloak ([`super::proxy`]), DNS and TCP test the proxy (which
+//! resolves Keycloak's name itself), the TLS check opens its tunnel with HTTP CONNECT, and the
+//! HTTP checks use the client's own agent: the way logins go.
 
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::Tier;
 use super::outcome::{Outcome, Rejection};
+use super::proxy::{Route, Target, parse_url};
 use super::token::Jwks;
 
 /// Certificates that expire within this window are reported.
@@ -25,7 +30,8 @@ pub const MAX_SKEW: Duration = Duration::from_secs(60);
 pub enum Verdict {
     Ok,
     Fail,
-    /// Could not be checked because of an earlier failure (which already fails the run).
+    /// Could not be checked: an earlier failure (which already fails the run), or a way to
+    /// Keycloak this check cannot take on its own (the detail says which).
     Skip,
 }
 
@@ -89,36 +95,85 @@ fn skipped(name: &'static str, detail: String) -> Check {
     }
 }
 
-struct Target {
-    https: bool,
+/// The proxy on the way to Keycloak, as diagnose uses it.
+struct Via {
     host: String,
     port: u16,
+    protocol: ureq::ProxyProtocol,
+    /// `Proxy-Authorization` for CONNECT, when the proxy URL holds credentials.
+    authorization: Option<String>,
+    source: String,
 }
 
-fn parse_server(server: &str) -> Result<Target, String> {
-    let (https, rest) = if let Some(r) = server.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = server.strip_prefix("http://") {
-        (false, r)
+impl Via {
+    fn new(route: &Route) -> Result<Self, String> {
+        let p = ureq::Proxy::new(&route.url)
+            .map_err(|e| format!("{}: not a usable proxy URL ({e})", route.source))?;
+        let authorization = (p.username().is_some() || p.password().is_some()).then(|| {
+            let pair = format!(
+                "{}:{}",
+                p.username().unwrap_or_default(),
+                p.password().unwrap_or_default()
+            );
+            format!("Basic {}", crate::crypto::b64_padded(pair.as_bytes()))
+        });
+        Ok(Via {
+            host: p
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: p.port(),
+            protocol: p.protocol(),
+            authorization,
+            source: route.source.clone(),
+        })
+    }
+}
+
+/// Opens a tunnel to `t` through an HTTP proxy (HTTP CONNECT, as the client's ureq does).
+fn connect_tunnel(
+    sock: &mut TcpStream,
+    t: &Target,
+    authorization: Option<&str>,
+) -> Result<(), String> {
+    let authority = if t.host.contains(':') {
+        format!("[{}]:{}", t.host, t.port)
     } else {
-        return Err(format!("{server:?} is not an http(s) URL"));
+        format!("{}:{}", t.host, t.port)
     };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
-        let (h, p) = stripped.split_once(']').ok_or("bad IPv6 address")?;
-        (h.to_owned(), p.strip_prefix(':').map(str::to_owned))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p.to_owned())),
-            None => (authority.to_owned(), None),
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(a) = authorization {
+        request.push_str(&format!("Proxy-Authorization: {a}\r\n"));
+    }
+    request.push_str("\r\n");
+    sock.write_all(request.as_bytes())
+        .map_err(|e| format!("proxy: {e}"))?;
+    // The answer's head, byte by byte: what follows it belongs to the TLS handshake.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 {
+            return Err("the proxy's answer to CONNECT has an oversized head".into());
         }
-    };
-    let port = match port {
-        Some(p) => p.parse().map_err(|_| format!("bad port {p:?}"))?,
-        None if https => 443,
-        None => 80,
-    };
-    Ok(Target { https, host, port })
+        match sock.read(&mut byte) {
+            Ok(0) => {
+                return Err(format!(
+                    "the proxy closed the connection on CONNECT {authority}"
+                ));
+            }
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(format!("proxy, CONNECT {authority}: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status = text.lines().next().unwrap_or_default().trim();
+    let code = status.split_whitespace().nth(1).unwrap_or_default();
+    if code.len() == 3 && code.starts_with('2') {
+        Ok(())
+    } else {
+        Err(format!("the proxy refused CONNECT {authority}: {status}"))
+    }
 }
 
 fn roots(ca_pem: Option<&[u8]>) -> Result<rustls::RootCertStore, String> {
@@ -137,9 +192,11 @@ fn roots(ca_pem: Option<&[u8]>) -> Result<rustls::RootCertStore, String> {
     Ok(store)
 }
 
+/// TLS to Keycloak at `addr`, or through the HTTP proxy at `addr` when `via` is set.
 fn tls_check(
     t: &Target,
     addr: std::net::SocketAddr,
+    via: Option<&Via>,
     ca_pem: Option<&[u8]>,
     timeout: Duration,
 ) -> Vec<Check> {
@@ -159,6 +216,9 @@ fn tls_check(
             .map_err(|e| e.to_string())?;
         sock.set_write_timeout(Some(timeout))
             .map_err(|e| e.to_string())?;
+        if let Some(v) = via {
+            connect_tunnel(&mut sock, t, v.authorization.as_deref())?;
+        }
         while conn.is_handshaking() {
             conn.complete_io(&mut sock)
                 .map_err(|e| format!("handshake failed: {e}"))?;
@@ -173,7 +233,15 @@ fn tls_check(
             .protocol_version()
             .map(|v| format!("{v:?}"))
             .unwrap_or_default();
-        let chain = format!("{version}, chain of {} certificates verified", certs.len());
+        let chain = format!(
+            "{version}, chain of {} certificates verified{}",
+            certs.len(),
+            if via.is_some() {
+                " (through the proxy)"
+            } else {
+                ""
+            }
+        );
         // Expiry: verify the same chain as of EXPIRY_WARNING from now.
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
@@ -246,12 +314,8 @@ fn unix_now() -> u64 {
 /// Compares the local clock with Keycloak's: its Date header, or, since Keycloak 26 sends
 /// none itself (only a proxy in front of it may add one), the `iat` of the client_credentials
 /// token of [`credentials_check`].
-fn clock_check(tier: &Tier, timeout: Duration, issued: Option<IssuedAt>) -> Check {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
+fn clock_check(tier: &Tier, issued: Option<IssuedAt>) -> Check {
+    let agent = tier.client.agent();
     let url = tier.client.discovery_url();
     let r = (|| {
         let before = unix_now();
@@ -312,11 +376,7 @@ fn credentials_check(tier: &Tier) -> (Check, Option<IssuedAt>) {
     // brute-force counter. Keycloak answers a good secret without a service account with
     // "not enabled to retrieve service account"; a bad one with "Invalid client".
     let s = tier.client.settings();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(s.request_timeout))
-        .build()
-        .into();
+    let agent = tier.client.agent();
     let before = unix_now();
     let mut issued = None;
     let r = agent
@@ -364,7 +424,7 @@ fn issued_at(body: &str) -> Option<u64> {
 pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
     let s = tier.client.settings();
     let mut out = Vec::new();
-    let target = match parse_server(&s.server) {
+    let target = match parse_url(&s.server) {
         Ok(t) => t,
         Err(e) => return vec![check("config", Err(e))],
     };
@@ -375,24 +435,51 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
             s.server, s.realm, s.client_id
         )),
     ));
-    let addrs: Vec<std::net::SocketAddr> =
-        match (target.host.as_str(), target.port).to_socket_addrs() {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                out.push(check("dns", Err(format!("{}: {e}", target.host))));
-                return out;
-            }
-        };
+    // The same choice as the client's agent: through a proxy, DNS and TCP test the proxy.
+    let via = match super::proxy::from_process_env(&s.server, s.proxy.as_deref())
+        .map(|r| Via::new(&r))
+        .transpose()
+    {
+        Ok(v) => v,
+        Err(e) => {
+            out.push(check("dns", Err(e)));
+            return out;
+        }
+    };
+    let (host, port) = match &via {
+        Some(v) => (v.host.as_str(), v.port),
+        None => (target.host.as_str(), target.port),
+    };
+    let addrs: Vec<std::net::SocketAddr> = match (host, port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            let what = match &via {
+                Some(v) => format!("proxy {host} (from {})", v.source),
+                None => host.to_owned(),
+            };
+            out.push(check("dns", Err(format!("{what}: {e}"))));
+            return out;
+        }
+    };
     let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-    out.push(check(
-        "dns",
-        Ok(format!("{} -> {}", target.host, shown.join(", "))),
-    ));
+    let dns = match &via {
+        Some(v) => format!(
+            "{host} -> {} (via proxy, from {}; Keycloak's name {} is resolved by the proxy)",
+            shown.join(", "),
+            v.source,
+            target.host
+        ),
+        None => format!("{host} -> {}", shown.join(", ")),
+    };
+    out.push(check("dns", Ok(dns)));
     let Some(addr) = addrs.first().copied() else {
         return out;
     };
     let tcp = TcpStream::connect_timeout(&addr, s.request_timeout)
-        .map(|_| format!("{addr} accepts connections"))
+        .map(|_| match via {
+            Some(_) => format!("{addr} accepts connections (the proxy)"),
+            None => format!("{addr} accepts connections"),
+        })
         .map_err(|e| format!("{addr}: {e}"));
     let tcp_ok = tcp.is_ok();
     out.push(check("tcp", tcp));
@@ -400,12 +487,22 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
         return out;
     }
     if target.https {
-        out.extend(tls_check(
-            &target,
-            addr,
-            s.ca_pem.as_deref(),
-            s.request_timeout,
-        ));
+        match &via {
+            Some(v) if v.protocol != ureq::ProxyProtocol::Http => out.push(skipped(
+                "tls",
+                format!(
+                    "not checked on its own through a {} proxy; discovery below goes through it",
+                    v.protocol
+                ),
+            )),
+            _ => out.extend(tls_check(
+                &target,
+                addr,
+                via.as_ref(),
+                s.ca_pem.as_deref(),
+                s.request_timeout,
+            )),
+        }
     }
     let discovery = match tier.refresh_discovery(store) {
         Outcome::Ok(()) => Ok(format!("issuer {}", tier.endpoints().issuer)),
@@ -430,7 +527,7 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
     };
     out.push(check("jwks", jwks));
     let (credentials, issued) = credentials_check(tier);
-    out.push(clock_check(tier, s.request_timeout, issued));
+    out.push(clock_check(tier, issued));
     out.push(credentials);
     let health = match tier.client.probe() {
         Outcome::Ok(()) | Outcome::Rejected(Rejection::InvalidCredentials) => {
@@ -446,23 +543,6 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_server_urls() {
-        let t = parse_server("https://sso.example.org").unwrap();
-        assert_eq!(
-            (t.https, t.host.as_str(), t.port),
-            (true, "sso.example.org", 443)
-        );
-        let t = parse_server("http://127.0.0.1:8081/auth").unwrap();
-        assert_eq!(
-            (t.https, t.host.as_str(), t.port),
-            (false, "127.0.0.1", 8081)
-        );
-        let t = parse_server("https://[::1]:8443").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 8443));
-        assert!(parse_server("ftp://x").is_err());
-    }
 
     #[test]
     fn skew_from_a_tokens_iat() {
@@ -481,6 +561,83 @@ mod tests {
         );
         assert_eq!(issued_at("{\"error\":\"invalid_client\"}"), None);
         assert_eq!(issued_at("not json"), None);
+    }
+
+    /// A one-shot proxy that answers CONNECT with `answer` and hands back the request head.
+    fn tunnel_through(
+        answer: &'static str,
+        t: &Target,
+        auth: Option<&str>,
+    ) -> (Result<(), String>, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                conn.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            conn.write_all(answer.as_bytes()).unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let r = connect_tunnel(&mut sock, t, auth);
+        (r, proxy.join().unwrap())
+    }
+
+    #[test]
+    fn tls_check_tunnels_with_connect() {
+        let t = parse_url("https://keycloak.invalid:8443").unwrap();
+        let (r, head) = tunnel_through(
+            "HTTP/1.1 200 Connection established\r\n\r\n",
+            &t,
+            Some("Basic dTpw"),
+        );
+        assert_eq!(r, Ok(()));
+        assert!(
+            head.starts_with("CONNECT keycloak.invalid:8443 HTTP/1.1\r\n")
+                && head.contains("Proxy-Authorization: Basic dTpw\r\n"),
+            "{head}"
+        );
+        let v6 = parse_url("https://[fd00::1]").unwrap();
+        let (r, head) = tunnel_through("HTTP/1.0 200 OK\r\nVia: x\r\n\r\n", &v6, None);
+        assert_eq!(r, Ok(()));
+        assert!(head.starts_with("CONNECT [fd00::1]:443 "), "{head}");
+        assert!(!head.contains("Proxy-Authorization"), "{head}");
+        let (r, _) = tunnel_through(
+            "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n",
+            &t,
+            None,
+        );
+        assert_eq!(
+            r,
+            Err("the proxy refused CONNECT keycloak.invalid:8443: HTTP/1.1 407 Proxy Authentication Required".into())
+        );
+    }
+
+    #[test]
+    fn via_reads_the_proxy_url() {
+        let route = |url: &str| Route {
+            url: url.into(),
+            source: "keycloak.proxy".into(),
+        };
+        let v = Via::new(&route("http://u:p%40ss@proxy.site.lan:3128")).unwrap();
+        assert_eq!((v.host.as_str(), v.port), ("proxy.site.lan", 3128));
+        assert_eq!(
+            v.authorization,
+            Some(format!("Basic {}", crate::crypto::b64_padded(b"u:p@ss")))
+        );
+        let v = Via::new(&route("http://[::1]:3128")).unwrap();
+        assert_eq!(
+            (v.host.as_str(), v.port, v.authorization),
+            ("::1", 3128, None)
+        );
+        let v = Via::new(&route("proxy.site.lan:3128")).unwrap();
+        assert_eq!(v.protocol, ureq::ProxyProtocol::Http);
+        assert!(Via::new(&route("gopher://p")).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod client;
 pub mod diagnose;
 pub mod outcome;
+pub mod proxy;
 pub mod token;
 
 use std::collections::HashMap;

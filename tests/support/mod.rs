@@ -1,6 +1,7 @@
 //! Test support: runs the real `edgeauth` binary in a temp dir on a free loopback port, with a
 //! config the test chooses, and talks to it over HTTP (ureq) and through the CLI.
 #![allow(dead_code)]
+pub mod connect_proxy;
 pub mod fake_keycloak;
 pub mod fault_proxy;
 pub mod real_keycloak;
