@@ -438,7 +438,7 @@ results = [
     check(load("discovery")["issuer"] == f"{base}/realms/{realm}", "discovery issuer"),
     check("staff" in at.get("realm_access", {}).get("roles", []), "alice realm role staff"),
     check(at.get("resource_access", {}).get("edgeauth", {}).get("roles") == ["operator"], "alice client role operator"),
-    check(at.get("groups") == ["/front-desk"], "alice groups [/front-desk]"),
+    check(at.get("groups") == ["front-desk"], "alice groups [front-desk] (mapper without full path)"),
     check(load("wrong") == {"error": "invalid_grant", "error_description": "Invalid user credentials"}
           and open(os.path.join(d, "wrong.code")).read() == "400", "wrong password -> 400 invalid_grant"),
     check(claims(load("sa")["access_token"]).get("preferred_username") == "service-account-edgeauth", "client_credentials token"),

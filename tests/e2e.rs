@@ -63,11 +63,28 @@ fn change_password(a: &Appliance, user: &str, old: &str, new: &str) -> support::
     )
 }
 
-/// Polls `f` every 200 ms until it is true, for at most `limit`; returns the time it took.
-fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+/// Polls `f` every 200 ms until it is true, for at most `limit`; returns the time it took. On
+/// failure it prints the appliance's status, its sync and Keycloak-call metrics and its whole
+/// log (which the temp dir would otherwise take with it), so the failure says why.
+fn eventually(a: &Appliance, limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        if start.elapsed() >= limit {
+            let metrics = a.request("GET", "/metrics", &[], None).text;
+            let sync: Vec<&str> = metrics
+                .lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && (l.starts_with("edgeauth_sync") || l.contains("keycloak_calls_total"))
+                })
+                .collect();
+            panic!(
+                "{what}: not within {limit:?}\nstatus: {}\nsync metrics:\n{}\nappliance log:\n{}",
+                status(a),
+                sync.join("\n"),
+                a.log()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     start.elapsed()
@@ -89,7 +106,7 @@ fn online_login_carries_the_real_tokens_roles_and_groups() {
         roles.contains(&"staff".to_owned()) && roles.contains(&"operator".to_owned()),
         "realm role staff and client role operator: {roles:?}"
     );
-    assert_eq!(strings(&r.body["user"]["groups"]), ["/front-desk"]);
+    assert_eq!(strings(&r.body["user"]["groups"]), ["front-desk"]);
     let sid = r.body["session_id"].as_str().unwrap_or_default().to_owned();
     let s = a.check_session(&sid);
     assert_eq!((s.status, s.body["mode"].as_str()), (200, Some("keycloak")));
@@ -98,7 +115,7 @@ fn online_login_carries_the_real_tokens_roles_and_groups() {
     let b = a.login("bob", "bob-password-1");
     assert_eq!(b.status, 200, "{}", b.text);
     assert_eq!(strings(&b.body["user"]["roles"]), ["nurse"]);
-    assert_eq!(strings(&b.body["user"]["groups"]), ["/ward"]);
+    assert_eq!(strings(&b.body["user"]["groups"]), ["ward"]);
 
     // Keycloak's 400 invalid_grant is a wrong password, not an outage.
     let wrong = a.login("alice", "not-her-password");
@@ -214,9 +231,12 @@ fn keycloak_stopped_then_back_the_seed_scenarios() {
     let took = restart.start_again();
     eprintln!("e2e: Keycloak restarted in {took:?}");
     let back = wait_status(&cached, "online");
-    let drained = eventually(Duration::from_secs(30), "the sync queue drains", || {
-        status(&cached)["sync"]["pending"] == 0
-    });
+    let drained = eventually(
+        &cached,
+        Duration::from_secs(30),
+        "the sync queue drains",
+        || status(&cached)["sync"]["pending"] == 0,
+    );
     eprintln!("e2e: online {back:?} after ready, queue drained {drained:?} later");
     let st = status(&cached);
     assert_eq!(
@@ -239,7 +259,7 @@ fn keycloak_stopped_then_back_the_seed_scenarios() {
     assert_eq!((o.status, o.code()), (401, "invalid_credentials"));
     let nc = cached.login(&newcomer, "newcomer-password-1");
     assert_mode(&nc, "keycloak");
-    assert_eq!(strings(&nc.body["user"]["groups"]), ["/front-desk"]);
+    assert_eq!(strings(&nc.body["user"]["groups"]), ["front-desk"]);
     // The session made before the outage is a Keycloak session again.
     let s = cached.check_session(&online_sid);
     assert_eq!(
@@ -353,14 +373,20 @@ fn central_logout_revokes_the_site_session_at_the_next_refresh() {
     let max_sid = a.session_id(&max, "max-password-1");
 
     let renewed = "edgeauth_keycloak_calls_total{kind=\"refresh_grant\",outcome=\"ok\"}";
-    eventually(Duration::from_secs(15), "a used session is renewed", || {
-        assert_eq!(a.check_session(&lou_sid).status, 200);
-        assert_eq!(a.check_session(&max_sid).status, 200);
-        metric(&a, renewed) >= 2.0
-    });
+    eventually(
+        &a,
+        Duration::from_secs(15),
+        "a used session is renewed",
+        || {
+            assert_eq!(a.check_session(&lou_sid).status, 200);
+            assert_eq!(a.check_session(&max_sid).status, 200);
+            metric(&a, renewed) >= 2.0
+        },
+    );
 
     kc.logout_user(&lou);
     let took = eventually(
+        &a,
         Duration::from_secs(15),
         "the central logout reaches the site",
         || {
@@ -579,4 +605,121 @@ fn a_tenant_logs_in_against_its_own_realm_and_client() {
         (u["tenant"].as_str(), u["source"].as_str()),
         (Some("clinic"), Some("keycloak"))
     );
+}
+
+/// An appliance whose every call to Keycloak (monitor included) goes through a fault proxy, so
+/// a test can cut the WAN without stopping the shared server.
+fn behind_proxy(kc: &RealKeycloak, extra: &str) -> (FaultProxy, Appliance) {
+    let proxy = FaultProxy::start(kc.url.trim_start_matches("http://"));
+    let a = appliance_at(
+        &proxy.url(),
+        &kc.realm,
+        &kc.client_id,
+        &kc.client_secret,
+        &format!(
+            "[keycloak.resilience]\nhealth_check_interval = \"1s\"\nrequest_timeout = \"2s\"\n{extra}"
+        ),
+    );
+    (proxy, started(a))
+}
+
+/// The WAN is cut (a black hole): the monitor's next probe sees it.
+fn cut(proxy: &FaultProxy, a: &Appliance) {
+    proxy.set(Fault::BlackHole);
+    wait_status(a, "offline");
+}
+
+#[test]
+fn offline_roles_and_groups_equal_the_tokens_with_exactly_the_readme_permissions() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let (proxy, a) = behind_proxy(kc, "[keycloak.sync]\ninterval = \"1h\"\n");
+    // dana: site-manager directly, site-cashier through /shop-floor, client role till-open; the
+    // realm's group mapper renders plain names.
+    let online = a.login("dana", "dana-password-1");
+    assert_mode(&online, "keycloak");
+    let (roles, groups) = (
+        strings(&online.body["user"]["roles"]),
+        strings(&online.body["user"]["groups"]),
+    );
+    for role in ["site-manager", "site-cashier", "till-open"] {
+        assert!(roles.contains(&role.to_owned()), "{role} in {roles:?}");
+    }
+    assert_eq!(groups, ["shop-floor"]);
+
+    // A pull with the service account's two README roles: no alert, nothing degraded, one
+    // admin call per known user, no role or group rewritten.
+    let out = a.cli(&["sync", "--once"], None);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(stdout(&out).contains("1 users pulled"), "{}", stdout(&out));
+    let st = status(&a);
+    assert_eq!(
+        (st["keycloak"]["status"].as_str(), st["mode"].as_str()),
+        (Some("online"), Some("normal")),
+        "{st}"
+    );
+    assert_eq!(st["alerts"], json!([]), "{st}");
+    assert_eq!(
+        metric(
+            &a,
+            "edgeauth_keycloak_calls_total{kind=\"sync_pull\",outcome=\"ok\"}"
+        ),
+        1.0
+    );
+
+    cut(&proxy, &a);
+    let offline = a.login("dana", "dana-password-1");
+    assert_mode(&offline, "cached");
+    assert_eq!(
+        strings(&offline.body["user"]["roles"]),
+        roles,
+        "{}",
+        offline.text
+    );
+    assert_eq!(
+        strings(&offline.body["user"]["groups"]),
+        groups,
+        "{}",
+        offline.text
+    );
+    proxy.set(Fault::Pass);
+}
+
+#[test]
+fn a_superseded_site_password_no_longer_signs_in_offline() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let user = unique("sup");
+    let (old_pw, site_pw, central_pw) = ("sup-password-1", "sup-password-2", "sup-password-3");
+    kc.create_user(&user, old_pw, &[], &[]);
+    let (proxy, a) = behind_proxy(kc, "[keycloak.sync]\ninterval = \"1h\"\n");
+    assert_mode(&a.login(&user, old_pw), "keycloak");
+    cut(&proxy, &a);
+    let r = change_password(&a, &user, old_pw, site_pw);
+    assert_eq!(r.body["mode"], "local_only_queued", "{}", r.text);
+    // Meanwhile, centrally, the help desk sets another password (later than the queued one).
+    std::thread::sleep(Duration::from_millis(1100));
+    kc.set_password(&user, central_pw);
+    proxy.set(Fault::Pass);
+    wait_status(&a, "online");
+    eventually(
+        &a,
+        Duration::from_secs(30),
+        "the queued password is superseded",
+        || metric(&a, "edgeauth_sync_items_total{result=\"superseded\"}") == 1.0,
+    );
+    assert!(
+        kc.direct_grant(&user, central_pw).is_ok(),
+        "the central change wins"
+    );
+    // The next outage, with no online login in between.
+    cut(&proxy, &a);
+    let site = a.login(&user, site_pw);
+    assert_eq!(
+        (site.status, site.code()),
+        (401, "invalid_credentials"),
+        "the superseded site password must not sign in: {}",
+        site.text
+    );
+    proxy.set(Fault::Pass);
 }
