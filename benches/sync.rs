@@ -6,6 +6,9 @@
 //! `cargo bench --bench sync` prints the figures for docs/PERFORMANCE.md; under `cargo test`
 //! (no `--bench`) it runs with 20 items as a smoke test.
 
+// A test crate: unwrap, expect and panic are how it fails (Cargo.toml [lints] is for the product).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "../tests/support/fake_keycloak.rs"]
 #[allow(dead_code)]
 mod fake_keycloak;

@@ -1,6 +1,9 @@
 //! The command line and config: errors that name file and key, the embedded defaults, admin
 //! commands while serving (admin socket) and while stopped (direct), init and TLS.
 
+// A test crate: unwrap, expect and panic are how it fails (Cargo.toml [lints] is for the product).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::process::{Command, Stdio};

@@ -9,6 +9,9 @@
 //! bodies and admin API. It never skips: without a Keycloak it fails (see
 //! `support::real_keycloak`). The tests run one at a time (they share the server, one stops it).
 
+// A test crate: unwrap, expect and panic are how it fails (Cargo.toml [lints] is for the product).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! Keycloak suite is its own): online logins, central changes honoured, outages, offline
 //! limits, the circuit breaker, black holes, cold starts, local-first, status and alerts.
 
+// A test crate: unwrap, expect and panic are how it fails (Cargo.toml [lints] is for the product).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -41,6 +41,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Fills `buf` from the operating system's CSPRNG.
+#[allow(clippy::panic)]
 pub fn random_bytes(buf: &mut [u8]) {
     // getrandom only fails when the OS has no entropy source at all; there is no safe way to
     // continue without one, so this is the one place edgeauth stops on an environment fault.
