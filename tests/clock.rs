@@ -7,30 +7,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgeauth::clock::{http_date, rfc3339};
 use support::fake_keycloak::FakeKeycloak;
-use support::{Appliance, appliance, edgeauth, status, wait_status};
-
-/// `edgeauth` with its wall clock two days behind (the monotonic clock left alone).
-fn two_days_behind() -> Command {
-    let found = Command::new("faketime")
-        .args(["-f", "+0", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "these tests need Debian's faketime (libfaketime): apt-get install -y faketime, or run scripts/test.sh, which installs it"
-    );
-    let inner = edgeauth();
-    let mut cmd = Command::new("faketime");
-    cmd.args(["-m", "--exclude-monotonic", "-f", "-2d"])
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    cmd
-}
+use support::{Appliance, appliance, status, two_days_behind, wait_status};
 
 fn unix_now() -> u64 {
     SystemTime::now()

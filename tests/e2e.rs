@@ -729,3 +729,72 @@ fn a_superseded_site_password_no_longer_signs_in_offline() {
     );
     proxy.set(Fault::Pass);
 }
+
+#[test]
+fn keycloaks_clock_is_adopted_from_its_tokens() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let user = unique("tim");
+    kc.create_user(&user, "tim-password-1", &[], &[]);
+    // A new store, a system clock two days behind (a box without RTC after a power cut, NTP
+    // unreachable): only Keycloak's tokens can tell the appliance the time.
+    let mut a = wired(kc, "");
+    a.start_with(support::two_days_behind(), &[]);
+    wait_status(&a, "online");
+    let date = |a: &Appliance| {
+        a.request("GET", "/healthz", &[], None)
+            .header("date")
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let real = |d: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_secs())
+            .unwrap_or(0);
+        (now.saturating_sub(10)..=now + 1).any(|t| edgeauth::clock::http_date(t) == d)
+    };
+    let before = date(&a);
+    assert!(!real(&before), "two days behind at first: {before}");
+    assert_mode(&a.login(&user, "tim-password-1"), "keycloak");
+    let after = date(&a);
+    assert!(
+        real(&after),
+        "the real Keycloak's clock adopted: {after}\n{}",
+        a.log()
+    );
+}
+
+#[test]
+fn diagnose_and_logins_through_a_proxy_that_alone_resolves_keycloak() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let port: u16 = kc
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the Keycloak URL has a port");
+    let proxy = support::connect_proxy::ConnectProxy::start(vec![(
+        "keycloak.invalid".into(),
+        ([127, 0, 0, 1], port).into(),
+    )]);
+    let mut a = appliance_at(
+        &format!("http://keycloak.invalid:{port}"),
+        &kc.realm,
+        &kc.client_id,
+        &kc.client_secret,
+        &format!("[keycloak]\nproxy = \"{}\"\n", proxy.url()),
+    );
+    let out = a.cli(&["diagnose"], None);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", support::stderr(&out));
+    support::assert_diagnose_all_ok(&text);
+    assert!(
+        support::diagnose_line(&text, "dns").contains("resolved by the proxy"),
+        "{text}"
+    );
+    a.start();
+    wait_status(&a, "online");
+    assert_mode(&a.login("alice", "alice-password-1"), "keycloak");
+}

@@ -492,3 +492,21 @@ pub fn black_hole_logins(
     }
     times
 }
+
+/// `edgeauth` with its wall clock two days behind (the monotonic clock left alone).
+pub fn two_days_behind() -> Command {
+    let found = Command::new("faketime")
+        .args(["-f", "+0", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "these tests need Debian's faketime (libfaketime): apt-get install -y faketime, or run scripts/test.sh, which installs it"
+    );
+    let inner = edgeauth();
+    let mut cmd = Command::new("faketime");
+    cmd.args(["-m", "--exclude-monotonic", "-f", "-2d"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    cmd
+}
