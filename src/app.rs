@@ -24,6 +24,8 @@ pub struct App {
     /// The Keycloak tier; `None` when no Keycloak is configured (local users only).
     pub keycloak: Option<Arc<Keycloak>>,
     pub alert_log: crate::status::AlertLog,
+    /// Set when a proxy on this box is not named in `server.trusted_proxies` (an alert).
+    pub local_proxy: crate::http::extract::LocalProxyHint,
     /// Wakes the sync worker (Keycloak came back, or an operator asked).
     pub sync_wakeup: tokio::sync::Notify,
     /// Seals Keycloak tokens and queued passwords at rest (used by the Keycloak tier).
@@ -75,6 +77,7 @@ impl App {
             activity: Arc::new(Activity::default()),
             keycloak,
             alert_log: Default::default(),
+            local_proxy: Default::default(),
             sync_wakeup: tokio::sync::Notify::new(),
             sealer,
             started_at,

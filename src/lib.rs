@@ -19,6 +19,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod keycloak;
+pub mod logsafe;
 pub mod maintenance;
 pub mod metrics;
 pub mod resilience;

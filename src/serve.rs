@@ -85,7 +85,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
         listener,
         router,
         tls,
-        app.config.server.max_connections,
+        crate::http::server::Limits::from_config(&app.config.server),
         stop_rx,
     )
     .await;

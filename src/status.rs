@@ -119,6 +119,15 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             message,
         });
     }
+    // Stays until a restart: the fix is in the config.
+    if let Some(since) = app.local_proxy.since() {
+        alerts.push(Alert {
+            name: "unnamed_local_proxy".into(),
+            severity: "warning".into(),
+            since: rfc3339(since),
+            message: crate::http::extract::LocalProxyHint::MESSAGE.into(),
+        });
+    }
     let (mode, keycloak) = match &app.keycloak {
         None => (
             Mode::Normal,

@@ -87,10 +87,13 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Sessions whose user holds this role may read `/api/v1/status` from anywhere.
     pub operator_role: String,
-    /// Serve `/metrics` to every client, not only loopback, trusted proxies and operators.
+    /// Serve `/metrics` to every client, not only local clients and operators.
     pub public_metrics: bool,
     /// Connections served at once; further clients wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one client address may hold open at once (trusted proxies are exempt), so
+    /// one address cannot take every connection.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +107,7 @@ impl Default for ServerConfig {
             operator_role: "edgeauth-operator".into(),
             public_metrics: false,
             max_connections: 1024,
+            max_connections_per_ip: 64,
         }
     }
 }

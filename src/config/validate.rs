@@ -36,13 +36,24 @@ impl Config {
                 format!(
                     "plain HTTP on the non-loopback address {} would send passwords in clear; \
                      set server.tls_cert and server.tls_key (`edgeauth init` makes a self-signed pair) \
-                     or listen on 127.0.0.1 behind a TLS proxy",
+                     or listen on 127.0.0.1 behind a TLS proxy and name that proxy in \
+                     server.trusted_proxies (such as [\"127.0.0.1/32\"]), or every client looks \
+                     local",
                     s.listen
                 ),
             ));
         }
         if s.max_connections == 0 {
             return Err(err("server.max_connections", "must be at least 1".into()));
+        }
+        if s.max_connections_per_ip == 0 || s.max_connections_per_ip > s.max_connections {
+            return Err(err(
+                "server.max_connections_per_ip",
+                format!(
+                    "must be between 1 and server.max_connections ({}), got {}",
+                    s.max_connections, s.max_connections_per_ip
+                ),
+            ));
         }
         if s.operator_role.trim().is_empty() {
             return Err(err("server.operator_role", "must not be empty".into()));

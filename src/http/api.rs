@@ -1,6 +1,5 @@
 //! Handlers of the JSON API (design §6) and the probe endpoints.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -11,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, COOKIE_NAME, Token, client_ip};
+use super::extract::{ApiJson, COOKIE_NAME, MalformedForwardedFor, Origin, Token, origin};
 use crate::app::App;
 use crate::auth::Client;
 use crate::auth::login::{LoginRequest, login as do_login};
@@ -19,23 +18,27 @@ use crate::auth::password::{PasswordRequest, change_password};
 use crate::auth::session::{SessionCheck, logout as do_logout, validate};
 use crate::clock::rfc3339;
 use crate::crypto::SessionId;
+use crate::logsafe::clean;
 use crate::store::users::UserRecord;
 
 /// A note the access log appends to its line for this request (user, outcome).
 #[derive(Debug, Clone)]
 pub struct Note(pub String);
 
-/// The client, after trusted-proxy resolution.
+/// Where the request comes from, after trusted-proxy resolution; a malformed forwarded
+/// address is refused with 400 (see [`MalformedForwardedFor::into_api_error`]).
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub Option<IpAddr>);
+pub struct ClientAddr(pub Origin);
 
 impl FromRequestParts<Arc<App>> for ClientAddr {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
     async fn from_request_parts(
         parts: &mut Parts,
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client_ip(parts, &app.config.server)))
+        origin(parts, &app.config.server)
+            .map(ClientAddr)
+            .map_err(MalformedForwardedFor::into_api_error)
     }
 }
 
@@ -90,15 +93,15 @@ fn set_cookie(res: &mut Response, cookie: String) {
 
 pub async fn login(
     State(app): State<Arc<App>>,
-    ClientAddr(ip): ClientAddr,
+    ClientAddr(from): ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Response {
     let who = format!(
         "user={} tenant={}",
-        req.username,
-        req.tenant.as_deref().unwrap_or("default")
+        clean(&req.username),
+        clean(req.tenant.as_deref().unwrap_or("default"))
     );
-    match do_login(&app, req, Client { ip }).await {
+    match do_login(&app, req, Client { ip: from.ip }).await {
         Ok(ok) => {
             let body = json!({
                 "success": true,
@@ -166,10 +169,10 @@ pub async fn session(
 
 pub async fn logout(
     State(app): State<Arc<App>>,
-    ClientAddr(ip): ClientAddr,
+    ClientAddr(from): ClientAddr,
     Token(token): Token,
 ) -> Result<Response, ApiError> {
-    do_logout(&app, token.as_deref(), Client { ip }).await?;
+    do_logout(&app, token.as_deref(), Client { ip: from.ip }).await?;
     let mut res = (StatusCode::OK, Json(json!({"success": true}))).into_response();
     set_cookie(&mut res, clear_cookie(&app));
     Ok(res)
@@ -177,20 +180,20 @@ pub async fn logout(
 
 pub async fn password(
     State(app): State<Arc<App>>,
-    ClientAddr(ip): ClientAddr,
+    ClientAddr(from): ClientAddr,
     Token(token): Token,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> Response {
     let who = format!(
         "user={} tenant={}",
-        req.username,
-        req.tenant.as_deref().unwrap_or("default")
+        clean(&req.username),
+        clean(req.tenant.as_deref().unwrap_or("default"))
     );
     let current = token
         .as_deref()
         .and_then(SessionId::parse)
         .map(|id| id.digest());
-    match change_password(&app, req, current, Client { ip }).await {
+    match change_password(&app, req, current, Client { ip: from.ip }).await {
         Ok(done) => {
             let body = json!({
                 "success": true,
@@ -211,9 +214,10 @@ pub async fn password(
     }
 }
 
-/// Loopback clients, or a session whose user holds `server.operator_role`.
-fn is_operator(app: &App, ip: Option<IpAddr>, token: Option<&str>) -> Result<bool, ApiError> {
-    if ip.is_some_and(|i| i.is_loopback()) {
+/// A client on this box that no proxy forwarded ([`Origin::local`]), or a session whose user
+/// holds `server.operator_role`.
+fn is_operator(app: &App, from: Origin, token: Option<&str>) -> Result<bool, ApiError> {
+    if from.local {
         return Ok(true);
     }
     let Some(t) = token else { return Ok(false) };
@@ -231,16 +235,16 @@ fn forbidden() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         "forbidden",
-        "operators only: call from the appliance itself or with an operator's session",
+        "operators only: call from the appliance itself (not through a proxy) or with an operator's session",
     )
 }
 
 pub async fn status(
     State(app): State<Arc<App>>,
-    ClientAddr(ip): ClientAddr,
+    ClientAddr(from): ClientAddr,
     Token(token): Token,
 ) -> Result<Response, ApiError> {
-    if !is_operator(&app, ip, token.as_deref())? {
+    if !is_operator(&app, from, token.as_deref())? {
         return Err(forbidden());
     }
     let a = app.clone();
@@ -252,10 +256,10 @@ pub async fn status(
 
 pub async fn metrics(
     State(app): State<Arc<App>>,
-    ClientAddr(ip): ClientAddr,
+    ClientAddr(from): ClientAddr,
     Token(token): Token,
 ) -> Result<Response, ApiError> {
-    if !app.config.server.public_metrics && !is_operator(&app, ip, token.as_deref())? {
+    if !app.config.server.public_metrics && !is_operator(&app, from, token.as_deref())? {
         return Err(forbidden());
     }
     let mut res = app.metrics.encode().into_response();

@@ -30,6 +30,18 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
+
+    /// A body over [`super::BODY_LIMIT`], declared or sent.
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the body is too large (at most {} bytes)",
+                super::BODY_LIMIT
+            ),
+        )
+    }
 }
 
 impl From<AuthError> for ApiError {

@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 
 use crate::app::App;
 use crate::clock::http_date;
+use crate::logsafe::clean;
 use error::ApiError;
 
 /// Largest request body accepted (a login is a few hundred bytes).
@@ -38,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn(declared_length))
         .layer(from_fn(deadline))
         .layer(from_fn_with_state(app.clone(), access_log))
         .with_state(app)
@@ -55,12 +57,41 @@ async fn deadline(req: Request, next: Next) -> Response {
     }
 }
 
-/// One info line per request: client, method, path (never the query), status, time, note.
-/// Also sets the headers every answer carries (`Date` from the appliance's clock).
+/// Refuses a declared `Content-Length` over [`BODY_LIMIT`] before any of the body is read,
+/// and closes the connection rather than wait for a body it will not take. (A chunked body
+/// over the limit is cut off by `DefaultBodyLimit` as it is read.) Hyper itself has already
+/// refused a malformed, negative or conflicting length.
+async fn declared_length(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        let mut res = ApiError::payload_too_large().into_response();
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
+    next.run(req).await
+}
+
+/// One info line per request: client, method, path (never the query), status, time, note;
+/// every client-supplied part through [`clean`]. Also sets the headers every answer carries
+/// (`Date` from the appliance's clock), and notices a proxy on this box that
+/// `server.trusted_proxies` does not name.
 async fn access_log(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let ip = extract::client_ip(&parts, &app.config.server);
+    let client = match extract::origin(&parts, &app.config.server) {
+        Ok(o) => {
+            if o.unnamed_local_proxy {
+                app.local_proxy.seen(app.clock.now());
+            }
+            o.ip.map_or_else(|| "-".to_owned(), |i| i.to_string())
+        }
+        Err(_) => "unresolved".to_owned(),
+    };
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
     let mut res = next.run(Request::from_parts(parts, body)).await;
@@ -82,9 +113,9 @@ async fn access_log(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
             .unwrap_or("");
         log::info!(
             "{} {} {} {} {:.1}ms {}",
-            ip.map_or_else(|| "-".to_owned(), |i| i.to_string()),
-            method,
-            path,
+            client,
+            clean(method.as_str()),
+            clean(&path),
             res.status().as_u16(),
             started.elapsed().as_secs_f64() * 1000.0,
             note

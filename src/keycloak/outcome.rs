@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::logsafe::clean;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<T> {
     Ok(T),
@@ -33,18 +35,19 @@ pub enum Rejection {
     },
 }
 
+/// Keycloak's own words are outside text: written through [`clean`] (they reach log lines).
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::InvalidCredentials => f.write_str("invalid user credentials"),
             Rejection::AccountDisabled => f.write_str("account disabled"),
             Rejection::AccountNotSetUp => f.write_str("account is not fully set up"),
-            Rejection::SessionNotActive(d) => write!(f, "session not active ({d})"),
+            Rejection::SessionNotActive(d) => write!(f, "session not active ({})", clean(d)),
             Rejection::Other {
                 status,
                 error,
                 description,
-            } => write!(f, "{status} {error}: {description}"),
+            } => write!(f, "{status} {}: {}", clean(error), clean(description)),
         }
     }
 }
@@ -106,7 +109,7 @@ impl Unavailable {
 
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.as_str(), self.detail)
+        write!(f, "{}: {}", self.kind.as_str(), clean(&self.detail))
     }
 }
 
