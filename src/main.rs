@@ -5,6 +5,7 @@ use clap::Parser;
 
 fn main() {
     let cli = edgeauth::cli::Cli::parse();
+    edgeauth::store::guard::install_panic_hook();
     if let Err(e) = edgeauth::cli::run(cli) {
         eprintln!("edgeauth: {e}");
         std::process::exit(e.exit_code());

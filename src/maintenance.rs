@@ -1,6 +1,7 @@
 //! The periodic bookkeeping task: flushes session activity (rule 8), persists the clock floor
-//! (rule 7), deletes ended sessions, stale regulation counters and old audit rows, and
-//! refreshes the session gauges. Runs every [`TICK`] and once more at shutdown.
+//! (rule 7), deletes ended sessions, stale regulation counters and old audit rows, refreshes
+//! the session gauges and takes the rotating database snapshots. Runs every [`TICK`] and once
+//! more at shutdown. Beside it, [`recover`] reopens the database after a storage fault.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use crate::app::App;
 use crate::auth::session::flush_activity;
 use crate::store::StoreError;
+use crate::store::backup::{SnapshotInfo, list_snapshots};
 
 pub const TICK: Duration = Duration::from_secs(10);
 
@@ -27,6 +29,15 @@ pub struct Swept {
 
 /// One pass. Flushing activity and the clock floor share one transaction; the purges another.
 pub fn run_once(app: &App) -> Result<Swept, StoreError> {
+    let swept = sweep(app);
+    // Refreshes the gauges, and logs alerts that started or ended (also when the sweep failed:
+    // a storage fault is one of them).
+    let report = crate::status::report(app)?;
+    app.alert_log.observe(app, &report.alerts);
+    swept
+}
+
+fn sweep(app: &App) -> Result<Swept, StoreError> {
     let touched = flush_activity(app)?;
     let now = app.clock.now();
     let cfg = &app.config;
@@ -42,9 +53,6 @@ pub fn run_once(app: &App) -> Result<Swept, StoreError> {
         ))
     })?;
     app.hasher.trim_idle(HASH_MEMORY_IDLE);
-    // Refreshes the gauges, and logs alerts that started or ended.
-    let report = crate::status::report(app)?;
-    app.alert_log.observe(app, &report.alerts);
     Ok(Swept {
         touched,
         sessions,
@@ -67,7 +75,59 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     pass(&app).await;
 }
 
+/// A failed snapshot is tried again after this long (or the interval, if shorter).
+pub const SNAPSHOT_RETRY: u64 = 600;
+
+/// Takes a snapshot when one is due (`backup.snapshot_interval` after the newest good one);
+/// `None` when none is due, snapshots are off, or the store is in a fault.
+pub fn snapshot_if_due(app: &App) -> Option<Result<SnapshotInfo, StoreError>> {
+    let cfg = &app.config.backup;
+    if cfg.snapshots == 0 || app.store.fault().is_some() {
+        return None;
+    }
+    let now = app.clock.now();
+    let interval = cfg.snapshot_interval.as_secs();
+    {
+        let st = app.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = st
+            .last_good
+            .as_ref()
+            .map_or(0, |s| s.at.saturating_add(interval));
+        if let Some((failed, _)) = &st.last_error {
+            due = due.max(failed.saturating_add(interval.min(SNAPSHOT_RETRY)));
+        }
+        if now < due {
+            return None;
+        }
+    }
+    let dir = cfg.snapshot_dir(app.data_dir());
+    let r = app
+        .store
+        .snapshot(&dir, now, app.sealer.id(), cfg.snapshots);
+    let mut st = app.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+    match &r {
+        Ok(s) => {
+            st.last_good = Some(s.clone());
+            st.kept = list_snapshots(&dir).len();
+            st.last_error = None;
+        }
+        Err(e) => st.last_error = Some((now, e.to_string())),
+    }
+    Some(r)
+}
+
 async fn pass(app: &Arc<App>) {
+    let a = app.clone();
+    match tokio::task::spawn_blocking(move || snapshot_if_due(&a)).await {
+        Ok(Some(Ok(s))) => log::info!(
+            "snapshot written to {} ({} bytes)",
+            s.file.display(),
+            s.bytes
+        ),
+        Ok(Some(Err(e))) => log::error!("snapshot failed: {e}"),
+        Ok(None) => {}
+        Err(e) => log::error!("snapshot task failed: {e}"),
+    }
     let a = app.clone();
     match tokio::task::spawn_blocking(move || run_once(&a)).await {
         Ok(Ok(s)) if s.sessions + s.strikes + s.audit > 0 => log::info!(
@@ -79,5 +139,44 @@ async fn pass(app: &Arc<App>) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => log::error!("maintenance failed: {e}"),
         Err(e) => log::error!("maintenance task failed: {e}"),
+    }
+}
+
+/// How often a store in a fault is tried again, at first and at most.
+pub const RECOVER_FIRST: Duration = Duration::from_secs(1);
+pub const RECOVER_MAX: Duration = Duration::from_secs(15);
+
+/// Watches for a storage fault and reopens the database once the device takes writes again
+/// (design rule 3 holds throughout: a write that failed was answered 503, never 2xx).
+pub async fn recover(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut wait = RECOVER_FIRST;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        if app.store.fault().is_none() {
+            wait = RECOVER_FIRST;
+            continue;
+        }
+        let a = app.clone();
+        match tokio::task::spawn_blocking(move || a.store.try_recover()).await {
+            Ok(Ok(true)) => {
+                wait = RECOVER_FIRST;
+                let a = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Ok(r) = crate::status::report(&a) {
+                        a.alert_log.observe(&a, &r.alerts);
+                    }
+                })
+                .await;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                log::debug!("database not reopened yet: {e}");
+                wait = (wait * 2).min(RECOVER_MAX);
+            }
+            Err(e) => log::error!("database reopen task failed: {e}"),
+        }
     }
 }

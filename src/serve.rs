@@ -35,6 +35,20 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     let listen = config.server.listen;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let app = open_waiting(config).await?;
+    // `serve` refuses what `db check` calls corrupt: the pages were verified by the open, the
+    // records are verified here.
+    let a = app.clone();
+    tokio::task::spawn_blocking(move || a.store.check_records())
+        .await
+        .map_err(|e| AppError::Runtime(e.to_string()))?
+        .map_err(|e| match e {
+            crate::store::StoreError::Decode { .. } => crate::store::StoreError::Corrupt {
+                path: app.store.path().to_path_buf(),
+                detail: e.to_string(),
+                restore: crate::app::restore_hint(&app.config),
+            },
+            other => other,
+        })?;
     let listener = crate::http::server::bind(listen)
         .await
         .map_err(AppError::Runtime)?;
@@ -63,6 +77,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(crate::maintenance::run(app.clone(), stop_rx.clone()));
+    let recovery = tokio::spawn(crate::maintenance::recover(app.clone(), stop_rx.clone()));
     let refresher = tokio::spawn(crate::auth::refresh::run(app.clone(), stop_rx.clone()));
     let sync_worker = tokio::spawn(crate::sync::run(app.clone(), stop_rx.clone()));
     let monitor = tokio::spawn(crate::resilience::monitor::run(
@@ -94,6 +109,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     let _ = refresher.await;
     let _ = sync_worker.await;
     let _ = maintenance.await;
+    let _ = recovery.await;
     log::info!("stopped");
     Ok(())
 }

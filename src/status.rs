@@ -21,7 +21,33 @@ pub struct StatusReport {
     pub sync: SyncStatus,
     pub sessions: SessionStatus,
     pub users: u64,
+    pub storage: StorageStatus,
+    pub backup: BackupStatus,
     pub alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// `ok`, `unavailable` (writes refused until the database is reopened) or `corrupt`.
+    pub status: String,
+    pub since: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupStatus {
+    pub dir: String,
+    pub kept: usize,
+    pub last_snapshot: Option<SnapshotStatus>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotStatus {
+    pub file: String,
+    pub at: String,
+    pub bytes: u64,
+    pub seal_key_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,14 +98,20 @@ pub const EXPIRING_SOON_SECS: u64 = 3600;
 pub fn report(app: &App) -> Result<StatusReport, StoreError> {
     let now = app.clock.now();
     let idle = app.config.auth.session_idle.as_secs();
-    let (counts, users, queue, last_sync) = app.store.read(|r| {
+    let read = app.store.read(|r| {
         Ok((
             r.session_counts(now, idle, EXPIRING_SOON_SECS)?,
             r.user_count()?,
             r.queue_counts()?,
             r.last_sync()?,
         ))
-    })?;
+    });
+    // A storage fault must not hide the status that reports it.
+    let (counts, users, queue, last_sync) = match read {
+        Ok(v) => v,
+        Err(e) if e.is_storage() => Default::default(),
+        Err(e) => return Err(e),
+    };
     for (mode, n) in [
         (AuthMode::Keycloak, counts.keycloak),
         (AuthMode::Cached, counts.cached),
@@ -89,6 +121,71 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
     }
     let alerts_cfg = &app.config.alerts;
     let mut alerts = Vec::new();
+    let fault = app.store.fault();
+    let storage = match &fault {
+        None => StorageStatus {
+            status: "ok".into(),
+            since: None,
+            detail: None,
+        },
+        Some(f) => {
+            alerts.push(Alert {
+                name: if f.corrupt { "database_corrupt" } else { "storage_unavailable" }.into(),
+                severity: "critical".into(),
+                since: rfc3339(f.since),
+                message: if f.corrupt {
+                    format!(
+                        "database {} is damaged ({}); logins that write answer 503; stop edgeauth and restore: {}",
+                        app.store.path().display(),
+                        f.detail,
+                        crate::app::restore_hint(&app.config)
+                    )
+                } else {
+                    format!(
+                        "database {} cannot be written ({}); writes answer 503 storage_unavailable and /readyz 503 until the database reopens by itself; check free space and the device",
+                        app.store.path().display(),
+                        f.detail
+                    )
+                },
+            });
+            StorageStatus {
+                status: if f.corrupt { "corrupt" } else { "unavailable" }.into(),
+                since: Some(rfc3339(f.since)),
+                detail: Some(f.detail.clone()),
+            }
+        }
+    };
+    let backup = {
+        let snaps = app
+            .snapshots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((at, why)) = &snaps.last_error {
+            alerts.push(Alert {
+                name: "snapshot_failed".into(),
+                severity: "warning".into(),
+                since: rfc3339(*at),
+                message: format!("the last database snapshot failed: {why}"),
+            });
+        }
+        BackupStatus {
+            dir: app
+                .config
+                .backup
+                .snapshot_dir(app.data_dir())
+                .display()
+                .to_string(),
+            kept: snaps.kept,
+            last_snapshot: snaps.last_good.map(|s| SnapshotStatus {
+                file: s.file.display().to_string(),
+                at: rfc3339(s.at),
+                bytes: s.bytes,
+                seal_key_id: s.seal_key_id,
+            }),
+            last_error: snaps.last_error.map(|(_, e)| e),
+        }
+    };
     // Live: ends once NTP sets the system clock right (design rule 7).
     if let Some(behind) = app.clock.system_behind() {
         let behind = humantime::format_duration(behind);
@@ -258,6 +355,8 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             expiring_soon: counts.expiring_soon,
         },
         users,
+        storage,
+        backup,
         alerts,
     })
 }

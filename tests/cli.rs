@@ -257,9 +257,9 @@ fn admin_commands_while_stopped_and_while_serving() {
         assert!(outcomes.contains(&o), "audit lacks {o}: {outcomes:?}");
     }
 
-    std::fs::remove_dir_all(a.data_dir()).unwrap();
-    std::fs::create_dir(a.data_dir()).unwrap();
-    std::fs::copy(&backup, a.data_dir().join("edgeauth.redb")).unwrap();
+    std::fs::remove_file(a.data_dir().join("edgeauth.redb")).unwrap();
+    let r = a.cli(&["db", "restore", backup.to_str().unwrap()], None);
+    assert!(r.status.success(), "{}", stderr(&r));
     let restored = a.cli(&["user", "list", "--json"], None);
     let users: serde_json::Value = serde_json::from_str(&stdout(&restored)).unwrap();
     assert_eq!(

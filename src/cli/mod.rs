@@ -57,7 +57,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check or back up the database.
+    /// Check, back up or restore the database.
     #[command(subcommand)]
     Db(DbCommand),
     /// Check the way to Keycloak: DNS, TCP, TLS and certificate expiry, discovery, JWKS,
@@ -195,10 +195,15 @@ pub enum GroupCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Verify every record (and, when the server is stopped, redb's page structure).
+    /// Verify every record (and, when the server is stopped, every page's checksum); the
+    /// file is never modified.
     Check,
     /// Write a consistent copy of the database to FILE (works while serving).
     Backup { file: PathBuf },
+    /// Replace the database with FILE (a snapshot or backup), after checking it: integrity,
+    /// schema, and that seal.key is the key it was sealed with. The server must be stopped;
+    /// the replaced file is kept beside it.
+    Restore { file: PathBuf },
 }
 
 pub fn run(cli: Cli) -> Result<(), AppError> {
@@ -222,7 +227,15 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
             Ok(())
         }
         Command::Db(DbCommand::Check) => {
-            let v = admin(&config, AdminRequest::DbCheck)?;
+            let v = match socket::call(&config.server.data_dir, &AdminRequest::DbCheck) {
+                Reach::Answered(r) => r?,
+                Reach::NoServer => {
+                    let path = config.server.data_dir.join(crate::store::DB_FILE);
+                    let c = crate::store::backup::check_file(&path)
+                        .map_err(|e| e.with_restore(crate::app::restore_hint(&config)))?;
+                    serde_json::to_value(&c.rows).unwrap_or_default()
+                }
+            };
             println!(
                 "database OK: {} users, {} sessions, {} audit rows, {} regulation counters",
                 v["users"], v["sessions"], v["audit"], v["regulation"]
@@ -240,6 +253,7 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
             );
             Ok(())
         }
+        Command::Db(DbCommand::Restore { file }) => ops::restore(&config, &absolute(&file)?),
         Command::Diagnose { json, tenant } => diagnose(&config, json, &tenant),
         Command::Sync(args) => sync(&config, args),
         Command::Audit { limit, json } => {
@@ -298,25 +312,18 @@ fn admin(config: &Config, req: AdminRequest) -> Result<Value, AppError> {
     loop {
         match socket::call(&config.server.data_dir, &req) {
             Reach::Answered(r) => return r,
-            Reach::NoServer => {
-                let opened = if matches!(req, AdminRequest::DbCheck) {
-                    App::open_checked(config.clone())
-                } else {
-                    App::open(config.clone())
-                };
-                match opened {
-                    Ok(app) => {
-                        let app: Arc<App> = app;
-                        return runtime()?.block_on(execute(&app, req));
-                    }
-                    Err(AppError::Store(crate::store::StoreError::Locked { .. }))
-                        if started.elapsed() < crate::serve::LOCK_WAIT =>
-                    {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                    }
-                    Err(e) => return Err(e),
+            Reach::NoServer => match App::open(config.clone()) {
+                Ok(app) => {
+                    let app: Arc<App> = app;
+                    return runtime()?.block_on(execute(&app, req));
                 }
-            }
+                Err(AppError::Store(crate::store::StoreError::Locked { .. }))
+                    if started.elapsed() < crate::serve::LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            },
         }
     }
 }
@@ -386,6 +393,26 @@ fn print_status(v: &Value) {
         q["pending"], q["failed"], q["dead"]
     );
     println!("started:   {}", str_of(&v["started_at"]));
+    let st = &v["storage"];
+    println!(
+        "storage:   {}{}",
+        str_of(&st["status"]),
+        st["detail"]
+            .as_str()
+            .map(|d| format!(" since {}: {d}", str_of(&st["since"])))
+            .unwrap_or_default()
+    );
+    let b = &v["backup"];
+    match b["last_snapshot"].as_object() {
+        Some(s) => println!(
+            "snapshot:  {} {} ({} kept, key id {})",
+            s.get("at").and_then(Value::as_str).unwrap_or(""),
+            s.get("file").and_then(Value::as_str).unwrap_or(""),
+            b["kept"],
+            s.get("seal_key_id").and_then(Value::as_str).unwrap_or("")
+        ),
+        None => println!("snapshot:  none yet (in {})", str_of(&b["dir"])),
+    }
     let alerts = v["alerts"].as_array().cloned().unwrap_or_default();
     if alerts.is_empty() {
         println!("alerts:    none");

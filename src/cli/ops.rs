@@ -68,12 +68,12 @@ pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), 
     let mut scratch_dir = None;
     let store = match crate::store::Store::open(&config.server.data_dir) {
         Ok(s) => s,
-        Err(crate::store::StoreError::Locked { .. }) => {
+        // Locked by a running server, or no usable data dir: never create one here.
+        Err(_) => {
             let (dir, s) = tempdir_store()?;
             scratch_dir = Some((dir, ()));
             s
         }
-        Err(e) => return Err(e.into()),
     };
     let kc = crate::keycloak::Keycloak::from_config(config, &store, &config.origin)?
         .ok_or_else(|| AppError::Usage("no Keycloak configured".into()))?;
@@ -103,7 +103,7 @@ pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), 
 
 fn tempdir_store() -> Result<(PathBuf, crate::store::Store), AppError> {
     let dir = std::env::temp_dir().join(format!("edgeauth-diagnose-{}", std::process::id()));
-    let store = crate::store::Store::open(&dir)?;
+    let store = crate::store::Store::open_or_create(&dir)?;
     Ok((dir, store))
 }
 
@@ -178,5 +178,72 @@ pub(super) fn init(args: &InitArgs) -> Result<(), AppError> {
         config_path.display()
     );
     println!("then: edgeauth --config {} serve", config_path.display());
+    Ok(())
+}
+
+/// `edgeauth db restore FILE`: checks FILE (integrity, schema, every record, the sealing key's
+/// identity against seal.key) before anything is replaced, refuses while a server runs, and
+/// keeps the replaced database beside the new one.
+pub(super) fn restore(config: &Config, file: &Path) -> Result<(), AppError> {
+    use crate::store::backup::{check_file, key_id_hex, replace_file};
+    let dir = &config.server.data_dir;
+    if let Reach::Answered(_) = socket::call(dir, &AdminRequest::Status) {
+        return Err(AppError::Refused(format!(
+            "edgeauth serve is running with data dir {}; stop it first (`systemctl stop edgeauth`), then restore",
+            dir.display()
+        )));
+    }
+    let checked = check_file(file)?;
+    let key_path = dir.join(crate::crypto::SEAL_KEY_FILE);
+    let snapshot_id = checked.seal_key_id.map(key_id_hex);
+    if !key_path.exists() {
+        return Err(AppError::Refused(format!(
+            "{} is missing: put back the seal.key kept with your backups first{}, then restore",
+            key_path.display(),
+            snapshot_id
+                .as_deref()
+                .map(|id| format!(
+                    " (the one with id {id}, which {} was sealed with)",
+                    file.display()
+                ))
+                .unwrap_or_default()
+        )));
+    }
+    let sealer = crate::crypto::Sealer::load(&key_path)?;
+    match checked.seal_key_id {
+        Some(id) if id != sealer.id() => {
+            return Err(AppError::Refused(format!(
+                "{} was sealed with key id {}, but {} has id {}; put back the matching seal.key (kept with that backup) or choose a snapshot made with this key",
+                file.display(),
+                key_id_hex(id),
+                key_path.display(),
+                key_id_hex(sealer.id())
+            )));
+        }
+        Some(_) => {}
+        None => eprintln!(
+            "edgeauth: warning: {} records no sealing key identity (made before edgeauth recorded one); sealed Keycloak tokens and queued passwords in it open only with the key it was made with",
+            file.display()
+        ),
+    }
+    crate::store::ensure_private_dir(dir)?;
+    let dest = dir.join(crate::store::DB_FILE);
+    let now = crate::store::unix_now();
+    let kept = replace_file(file, &dest, now)?;
+    // The restored file opens as the server will open it (and is adopted by this key if it
+    // recorded none).
+    drop(App::open(config.clone())?);
+    println!(
+        "restored {} into {} ({} users, {} sessions, {} audit rows; key id {})",
+        file.display(),
+        dest.display(),
+        checked.rows.users,
+        checked.rows.sessions,
+        checked.rows.audit,
+        key_id_hex(sealer.id())
+    );
+    if let Some(k) = kept {
+        println!("the replaced database is kept as {}", k.display());
+    }
     Ok(())
 }

@@ -70,6 +70,7 @@ pub struct Config {
     pub degraded: DegradedConfig,
     pub alerts: AlertsConfig,
     pub audit: AuditConfig,
+    pub backup: BackupConfig,
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Where this config came from (a file path, or the embedded defaults); for messages.
     #[serde(skip)]
@@ -370,6 +371,36 @@ impl Default for AuditConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// How many snapshots to keep (the oldest beyond are deleted); 0 turns snapshots off.
+    pub snapshots: usize,
+    /// How often a snapshot is taken while serving.
+    pub snapshot_interval: Dur,
+    /// Where snapshots go; unset: `snapshots/` in the data dir.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            snapshots: 7,
+            snapshot_interval: Dur::secs(6 * 3600),
+            dir: None,
+        }
+    }
+}
+
+impl BackupConfig {
+    /// The folder snapshots go to.
+    pub fn snapshot_dir(&self, data_dir: &Path) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("snapshots"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantConfig {
@@ -470,6 +501,9 @@ impl Config {
             }
         };
         fix(&mut self.server.data_dir);
+        if let Some(p) = self.backup.dir.as_mut() {
+            fix(p);
+        }
         for p in [&mut self.server.tls_cert, &mut self.server.tls_key]
             .into_iter()
             .flatten()

@@ -58,6 +58,21 @@ impl Config {
         if s.operator_role.trim().is_empty() {
             return Err(err("server.operator_role", "must not be empty".into()));
         }
+        let b = &self.backup;
+        if b.snapshots > 100 {
+            return Err(err(
+                "backup.snapshots",
+                "must be between 0 (no snapshots) and 100".into(),
+            ));
+        }
+        if b.snapshot_interval.0 < Duration::from_secs(600)
+            || b.snapshot_interval.0 > Duration::from_secs(30 * 24 * 3600)
+        {
+            return Err(err(
+                "backup.snapshot_interval",
+                "must be between \"10m\" and \"30d\"".into(),
+            ));
+        }
         let a = &self.auth;
         if a.session_ttl.0 < Duration::from_secs(1) {
             return Err(err("auth.session_ttl", "must be at least \"1s\"".into()));

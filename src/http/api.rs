@@ -275,6 +275,14 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if let Some(f) = app.store.fault() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            format!("the store cannot be written: {}", f.detail),
+        )
+        .into_response();
+    }
     match app.store.read(|r| r.clock_floor()) {
         Ok(_) => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
         Err(e) => {

@@ -64,6 +64,16 @@ impl From<AuthError> for ApiError {
             AuthError::DegradedModeForbidden(_) => {
                 (StatusCode::FORBIDDEN, "degraded_mode_forbidden")
             }
+            AuthError::Store(s) if s.is_storage() => {
+                log::error!("request refused: {e}");
+                let mut out = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the appliance cannot write to its storage right now; nothing was changed, try again shortly",
+                );
+                out.retry_after = Some(5);
+                return out;
+            }
             AuthError::Store(_) | AuthError::Internal(_) => {
                 log::error!("request failed: {e}");
                 return ApiError::new(
