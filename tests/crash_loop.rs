@@ -7,6 +7,9 @@
 //! `crash loop: R rounds, A acknowledged writes, L lost (seed S)`.
 //! `EDGEAUTH_CRASH_ROUNDS` and `EDGEAUTH_CRASH_SEED` set the rounds and the seed.
 
+// A test crate: unwrap, expect and panic are how it fails (Cargo.toml [lints] is for the product).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::BTreeMap;
