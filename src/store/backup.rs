@@ -176,16 +176,29 @@ pub fn check_file(path: &Path) -> Result<FileCheck> {
             });
         }
     }
-    // Read-write only so that redb's exclusive lock can be taken; nothing is written.
-    let file = std::fs::OpenOptions::new()
+    // Read-write only so that redb's exclusive lock can be taken; nothing is written. A file
+    // that cannot be opened for writing (a read-only stick) is checked without locks.
+    let open_err = |e: std::io::Error| StoreError::Io {
+        path: path.to_path_buf(),
+        detail: format!("cannot open for checking: {e}"),
+    };
+    let (file, locking) = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| StoreError::Io {
-            path: path.to_path_buf(),
-            detail: format!("cannot open for checking: {e}"),
-        })?;
-    let backend = Overlay::new(file).map_err(|e| StoreError::Io {
+    {
+        Ok(f) => (f, true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            (std::fs::File::open(path).map_err(open_err)?, false)
+        }
+        Err(e) => return Err(open_err(e)),
+    };
+    let backend = Overlay::new(file, locking).map_err(|e| StoreError::Io {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;

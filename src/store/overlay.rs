@@ -18,6 +18,9 @@ const BLOCK: u64 = 4096;
 
 pub(crate) struct Overlay {
     base: FileBackend,
+    /// Off for a file opened read-only (a snapshot on a read-only stick): redb then runs
+    /// without locks, which its exclusive-writer mode supports.
+    locking: bool,
     state: Mutex<State>,
 }
 
@@ -35,13 +38,14 @@ impl std::fmt::Debug for Overlay {
 }
 
 impl Overlay {
-    /// `file` must be open for reading and writing (redb's exclusive lock needs a writable
-    /// descriptor); nothing is ever written through it.
-    pub(crate) fn new(file: File) -> io::Result<Overlay> {
+    /// With `locking`, `file` must be open for reading and writing (redb's exclusive lock
+    /// needs a writable descriptor); nothing is ever written through it.
+    pub(crate) fn new(file: File, locking: bool) -> io::Result<Overlay> {
         let len = file.metadata()?.len();
         let base = FileBackend::new(file).map_err(io::Error::other)?;
         Ok(Overlay {
             base,
+            locking,
             state: Mutex::new(State {
                 len,
                 base_visible: len,
@@ -140,6 +144,9 @@ impl StorageBackend for Overlay {
     }
 
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        if !self.locking {
+            return Err(BackendError::Unsupported);
+        }
         self.base.try_lock_range(start, end)
     }
 
@@ -148,22 +155,37 @@ impl StorageBackend for Overlay {
         start: Bound<u64>,
         end: Bound<u64>,
     ) -> Result<bool, BackendError> {
+        if !self.locking {
+            return Err(BackendError::Unsupported);
+        }
         self.base.try_lock_shared_range(start, end)
     }
 
     fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        if !self.locking {
+            return Err(BackendError::Unsupported);
+        }
         self.base.lock_range(start, end)
     }
 
     fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        if !self.locking {
+            return Err(BackendError::Unsupported);
+        }
         self.base.lock_shared_range(start, end)
     }
 
     fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        if !self.locking {
+            return Err(BackendError::Unsupported);
+        }
         self.base.unlock_range(start, end)
     }
 
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        if !self.locking {
+            return Err(BackendError::Unsupported);
+        }
         self.base.query_lock_range(start, end)
     }
 }
@@ -182,7 +204,7 @@ mod tests {
             .write(true)
             .open(&p)
             .unwrap();
-        let o = Overlay::new(f).unwrap();
+        let o = Overlay::new(f, true).unwrap();
         o.write(4090, &[1u8; 20]).unwrap();
         o.set_len(20_000).unwrap();
         o.write(15_000, &[2u8; 3]).unwrap();
