@@ -34,6 +34,14 @@ impl Rng {
     }
 }
 
+/// SplitMix64's output function: decorrelates a seed from the stream it was drawn from.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[derive(Clone, Default)]
 struct User {
     password: String,
@@ -231,7 +239,10 @@ fn kill_9_at_random_points_loses_no_acknowledged_write() {
             port: a.port,
             config: a.config.clone(),
         };
-        let mut worker_rng = Rng(rng.next() | 1);
+        // A seed drawn from the same xorshift stream would replay that stream a few steps on
+        // (each round repeating the last one's choices, down to a "new" password equal to the
+        // old): mix it first, so each round's stream is its own.
+        let mut worker_rng = Rng(splitmix64(rng.next()) | 1);
         let stop2 = stop.clone();
         let worker = std::thread::spawn(move || {
             let mut l = ledger;
