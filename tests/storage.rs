@@ -69,9 +69,11 @@ fn zero_block(path: &Path, at: u64) {
 
 #[test]
 fn damaged_file_is_one_line_and_exit_3_and_check_changes_nothing() {
-    let a = filled("", 300);
+    // redb's file size for the same records varies from run to run (about 240-300 KiB for
+    // 300 sessions); the test needs a middle well clear of the header, not an exact size.
+    let a = filled("", 400);
     let len = std::fs::metadata(db(&a)).unwrap().len();
-    assert!(len > 256 * 1024, "a file with a middle: {len} bytes");
+    assert!(len > 192 * 1024, "a file with a middle: {len} bytes");
     zero_block(&db(&a), len / 2 / 4096 * 4096);
     let before = std::fs::read(db(&a)).unwrap();
 
