@@ -14,7 +14,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-mod validate;
+mod url;
+pub(crate) mod validate;
 
 /// The environment variable that names a config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "EDGEAUTH_CONFIG";
