@@ -208,3 +208,15 @@ fn the_reference_file_shows_every_range() {
         assert!(line.contains(&format!(", {hi}]")), "{key}: {line}");
     }
 }
+
+#[test]
+fn errors_are_one_line_of_plain_text_whatever_the_file_holds() {
+    // Found by fuzz/fuzz_targets/config.rs: the parser quotes the offending line, NULs included.
+    let e = parse("[auth]\nsession_ttl = \"80t\0\0\x1b[31m0y\"\n").unwrap_err();
+    let line = e.to_string();
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+    assert!(line.contains("\\u{0}"), "{line:?}");
+    let e = parse("[tenants.\"a\\nb\"]\nrealm = \"r\"\n").unwrap_err();
+    let line = e.to_string();
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+}
