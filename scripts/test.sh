@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (this is the README's test command):
-#   1. formatting and lints;
+#   1. formatting and lints, and the dependency policy (cargo deny: licenses, duplicate crates,
+#      sources; deny.toml);
 #   2. unit and integration tests (the real edgeauth binary on loopback, against an in-process
 #      fake Keycloak for the Keycloak tier's fault tests), and each benchmark run once; then
 #      each fuzz target for 60 s (scripts/fuzz.sh: config parser, HTTP router, JWT; a crash
@@ -41,6 +42,15 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
+
+# The advisory check needs the RustSec database from the internet, which CI cannot fetch:
+# docs/SECURITY.md says how to run it where there is internet.
+if ! cargo deny --version >/dev/null 2>&1; then
+  step "installing cargo-deny (crates.io)"
+  cargo install cargo-deny --locked
+fi
+step "cargo deny check licenses bans sources (deny.toml)"
+cargo deny --frozen check licenses bans sources
 
 # Every test target but e2e, which needs the real Keycloak (step 3).
 targets=(--lib --bins --benches)
