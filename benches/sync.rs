@@ -49,6 +49,12 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), kc.client_secret()).unwrap();
+    // edgeauth refuses a secret its group or others may read.
+    std::fs::set_permissions(
+        dir.path().join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

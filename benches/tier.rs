@@ -44,6 +44,12 @@ fn start(kc: &FakeKeycloak, resilience: &str) -> Appliance {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     std::fs::write(dir.path().join("secret"), kc.client_secret()).unwrap();
+    // edgeauth refuses a secret its group or others may read.
+    std::fs::set_permissions(
+        dir.path().join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let config = dir.path().join("edgeauth.toml");
     std::fs::write(
         &config,

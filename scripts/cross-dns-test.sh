@@ -198,6 +198,7 @@ for t in "${targets[@]}"; do
   install -m 0755 "$dist/edgeauth-$t" "$work/bin/edgeauth-$t"
   mkdir -p "$work/$t/data"
   echo "dns-test-secret" >"$work/$t/secret"
+  chmod 600 "$work/$t/secret"
   for case in hosts dns unknown; do
     case "$case" in
       hosts) name=$hosts_name ;; dns) name=$dns_name ;; unknown) name=$unknown_name ;;

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (this is the README's test command):
-#   1. formatting and lints;
+#   1. formatting and lints, and the dependency policy (cargo deny: licenses, duplicate crates,
+#      sources; deny.toml);
 #   2. unit and integration tests (the real edgeauth binary on loopback, against an in-process
-#      fake Keycloak for the Keycloak tier's fault tests), and each benchmark run once;
+#      fake Keycloak for the Keycloak tier's fault tests), and each benchmark run once; then
+#      each fuzz target for 60 s (scripts/fuzz.sh: config parser, HTTP router, JWT; a crash
+#      fails the run);
 #   3. the end-to-end suite (tests/e2e.rs) against a real Keycloak that scripts/keycloak.sh
 #      fetches from Maven Central (checksums verified, cached in ~/.cache/edgeauth) and starts
 #      on 127.0.0.1 with the test realm; it fails, never skips, if Keycloak cannot be had;
@@ -12,13 +15,15 @@
 #
 # For quick local iteration only (CI never sets them):
 #   EDGEAUTH_SKIP_E2E=1    skip step 3          EDGEAUTH_SKIP_CROSS=1  skip step 4
-#   --fast                 both
+#   EDGEAUTH_SKIP_FUZZ=1   skip the fuzzing of step 2
+#   --fast                 all three
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ ${1:-} == --fast ]]; then
   EDGEAUTH_SKIP_E2E=1
   EDGEAUTH_SKIP_CROSS=1
+  EDGEAUTH_SKIP_FUZZ=1
 elif (($#)); then
   echo "usage: $0 [--fast]" >&2
   exit 2
@@ -38,6 +43,15 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 
+# The advisory check needs the RustSec database from the internet, which CI cannot fetch:
+# docs/SECURITY.md says how to run it where there is internet.
+if ! cargo deny --version >/dev/null 2>&1; then
+  step "installing cargo-deny (crates.io)"
+  cargo install cargo-deny --locked
+fi
+step "cargo deny check licenses bans sources (deny.toml)"
+cargo deny --frozen check licenses bans sources
+
 # Every test target but e2e, which needs the real Keycloak (step 3).
 targets=(--lib --bins --benches)
 for f in tests/*.rs; do
@@ -46,6 +60,15 @@ for f in tests/*.rs; do
 done
 step "cargo test (unit, integration against the fake Keycloak, and each benchmark run once)"
 cargo test --locked "${targets[@]}"
+
+if [[ ${EDGEAUTH_SKIP_FUZZ:-0} == 1 ]]; then
+  echo "EDGEAUTH_SKIP_FUZZ=1: NOT fuzzing"
+else
+  step "fuzzing: each target for 60 s (scripts/fuzz.sh; installs nightly and cargo-fuzz if missing)"
+  started=$SECONDS
+  scripts/fuzz.sh 60
+  echo "fuzzing: $((SECONDS - started)) s"
+fi
 
 if [[ ${EDGEAUTH_SKIP_E2E:-0} == 1 ]]; then
   echo "EDGEAUTH_SKIP_E2E=1: NOT running the end-to-end suite against a real Keycloak"

@@ -171,9 +171,24 @@ fn system_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 text (UTC, seconds) for a Unix time, as the API and CLI show it.
+/// The last second RFC 3339 text can show (`9999-12-31T23:59:59Z`).
+pub const MAX_RFC3339: u64 = 253_402_300_799;
+
+/// RFC 3339 text (UTC, seconds) for a Unix time, as the API and CLI show it. A time past the
+/// year 9999 (a far expiry, a hostile `expires_in`) shows as the last second of 9999: the
+/// formatter has no text for it and would panic.
 pub fn rfc3339(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+    let t = UNIX_EPOCH + Duration::from_secs(unix.min(MAX_RFC3339));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// `at + d`, saturating at a year past `at` instead of panicking on overflow: for expiries
+/// computed from durations that an answer or a config supplies.
+pub fn later(at: std::time::Instant, d: Duration) -> std::time::Instant {
+    const FAR: Duration = Duration::from_secs(366 * 24 * 3600);
+    at.checked_add(d)
+        .or_else(|| at.checked_add(FAR))
+        .unwrap_or(at)
 }
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7) for a Unix time: the
@@ -206,6 +221,21 @@ pub fn http_date(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn far_times_never_panic() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(MAX_RFC3339), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(MAX_RFC3339 + 1), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
+        assert!(http_date(u64::MAX).ends_with("GMT"));
+        let now = std::time::Instant::now();
+        assert!(later(now, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+    }
 
     /// A simulated box: a settable system clock and a monotonic clock that only advances.
     #[derive(Clone, Default)]

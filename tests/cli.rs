@@ -381,3 +381,119 @@ fn init_then_serve_over_tls() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Runs `edgeauth serve` on `text` (in a fresh dir, beside `files`) and expects it to refuse to
+/// start: its exit code and stderr. A server that starts anyway is killed and fails the test.
+fn serve_refuses(text: &str, files: &[(&str, &str, u32)]) -> (i32, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body, mode) in files {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    let path = dir.path().join("site.toml");
+    let port = support::free_port();
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{text}"),
+    )
+    .unwrap();
+    let mut child = support::edgeauth()
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("serve started on {text:?}: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), stderr(&out))
+}
+
+#[test]
+fn out_of_range_values_and_url_typos_stop_serve_with_one_line() {
+    let kc = "[keycloak]\nrealm = \"site\"\nclient_id = \"edgeauth\"\n";
+    for (text, key) in [
+        (
+            "max_connections = 3000000000000000000\n".to_owned(),
+            "server.max_connections",
+        ),
+        (
+            "[argon2]\nmax_concurrent = 3000000000000000000\n".into(),
+            "argon2.max_concurrent",
+        ),
+        (
+            "[auth]\nsession_ttl = \"8000y\"\n".into(),
+            "auth.session_ttl",
+        ),
+        (
+            "[keycloak.resilience]\nrequest_timeout = \"0s\"\n".into(),
+            "keycloak.resilience.request_timeout",
+        ),
+        (format!("{kc}server = \"http://\"\n"), "keycloak.server"),
+        (
+            format!("{kc}server = \"https://sso example.org\"\n"),
+            "keycloak.server",
+        ),
+        (
+            format!("{kc}server = \"https://sso.site.lan\"\nhealth_url = \"not a url\"\n"),
+            "keycloak.health_url",
+        ),
+        (
+            format!("{kc}server = \"https://sso.site.lan\"\nproxy = \"http://\"\n"),
+            "keycloak.proxy",
+        ),
+    ] {
+        let (code, err) = serve_refuses(&text, &[]);
+        assert_eq!(code, 2, "{text}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains("site.toml") && err.contains(&format!("`{key}`")),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_client_secret_open_to_others_is_refused_like_ssh_does() {
+    let kc = "[keycloak]\nserver = \"http://127.0.0.1:9\"\nrealm = \"site\"\nclient_id = \"edgeauth\"\nclient_secret_file = \"client-secret\"\n";
+    let (code, err) = serve_refuses(kc, &[("client-secret", "s3cret\n", 0o644)]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("keycloak.client_secret_file")
+            && err.contains("client-secret")
+            && err.contains("0644")
+            && err.contains("chmod 600 "),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "the secret is never shown: {err}");
+
+    let ca = format!("{kc}ca_file = \"missing-ca.pem\"\n");
+    let (code, err) = serve_refuses(&ca, &[("client-secret", "s3cret\n", 0o600)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("keycloak.ca_file") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+    let (code, err) = serve_refuses(
+        &format!("{kc}ca_file = \"ca.pem\"\n"),
+        &[
+            ("client-secret", "s3cret\n", 0o600),
+            ("ca.pem", "not a certificate\n", 0o644),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("keycloak.ca_file") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}

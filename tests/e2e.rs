@@ -528,8 +528,7 @@ fn diagnose_against_the_real_server() {
     eprintln!("e2e: diagnose\n{out}");
 
     // A secret rotated centrally: one FAIL with Keycloak's words, exit 1.
-    std::fs::write(a.dir.path().join("client-secret"), "not-the-secret\n")
-        .expect("write the secret");
+    support::write_secret(&a.dir.path().join("client-secret"), "not-the-secret\n");
     let bad = a.cli(&["diagnose"], None);
     assert_eq!(bad.status.code(), Some(1));
     let out = stdout(&bad);
@@ -572,8 +571,7 @@ fn a_tenant_logs_in_against_its_own_realm_and_client() {
             realm.name
         ),
     );
-    std::fs::write(a.dir.path().join("clinic-secret"), "clinic-test-secret\n")
-        .expect("write the tenant's secret");
+    support::write_secret(&a.dir.path().join("clinic-secret"), "clinic-test-secret\n");
     let a = started(a);
     let login = |tenant: &str, password: &str| {
         a.post_json(

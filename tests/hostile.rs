@@ -255,7 +255,7 @@ fn config_errors_point_at_trusted_proxies_and_bound_per_address_connections() {
         e.contains("TLS proxy") && e.contains("server.trusted_proxies"),
         "{e}"
     );
-    for bad in ["0", "2000"] {
+    for bad in ["0", "100000"] {
         let e = run(&format!(
             "[server]\ndata_dir = \"d\"\nmax_connections_per_ip = {bad}\n"
         ));

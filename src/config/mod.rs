@@ -14,7 +14,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-mod validate;
+mod url;
+pub(crate) mod validate;
 
 /// The environment variable that names a config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "EDGEAUTH_CONFIG";
@@ -434,11 +435,31 @@ pub struct ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line of plain text: control characters that the file put into a key or a parser's
+    /// message (a NUL, an escape sequence, a newline in a quoted key) are shown escaped, so an
+    /// error can neither break the line nor drive the operator's terminal.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (file, message) = (Printable(&self.file), Printable(&self.message));
         match &self.key {
-            Some(k) => write!(f, "config {}: key `{}`: {}", self.file, k, self.message),
-            None => write!(f, "config {}: {}", self.file, self.message),
+            Some(k) => write!(f, "config {file}: key `{}`: {message}", Printable(k)),
+            None => write!(f, "config {file}: {message}"),
         }
+    }
+}
+
+/// Text with its control characters escaped (`\u{0}`, `\n`).
+struct Printable<'a>(&'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -103,3 +103,120 @@ fn trusted_proxies_take_cidrs() {
     let e = parse("[server]\ntrusted_proxies = [\"nonsense\"]\n").unwrap_err();
     assert!(e.key.unwrap().starts_with("server.trusted_proxies"));
 }
+
+/// `key = value` as a one-key TOML file (`a.b.c` is `[a.b]` `c = ...`).
+fn one_key(key: &str, value: &str) -> String {
+    let (section, field) = key.rsplit_once('.').unwrap();
+    format!("[{section}]\n{field} = {value}\n")
+}
+
+fn toml_value(b: &validate::Bound, pick: impl Fn(u128, u128) -> u128) -> String {
+    match *b {
+        validate::Bound::Dur(_, lo, hi) => {
+            let ms = pick(lo.as_millis(), hi.as_millis());
+            let d = std::time::Duration::from_millis(ms as u64);
+            format!("\"{}\"", humantime::format_duration(d))
+        }
+        validate::Bound::Num(_, lo, hi) => pick(lo.into(), hi.into()).to_string(),
+    }
+}
+
+#[test]
+fn every_number_and_duration_is_bounded_at_both_ends() {
+    let bounds = Config::default().bounds();
+    assert!(bounds.len() >= 30, "every numeric key has a range");
+    for (key, b) in &bounds {
+        // The ends themselves are accepted ...
+        for end in [toml_value(b, |lo, _| lo), toml_value(b, |_, hi| hi)] {
+            let text = one_key(key, &end);
+            if let Err(e) = parse(&text) {
+                panic!("{key} = {end} must be accepted: {e}");
+            }
+        }
+        // ... one step beyond either is refused, naming the key and the range.
+        let mut beyond = vec![toml_value(b, |_, hi| hi + 1)];
+        if !matches!(b, validate::Bound::Dur(_, lo, _) if lo.is_zero())
+            && !matches!(b, validate::Bound::Num(_, 0, _))
+        {
+            beyond.push(toml_value(b, |lo, _| lo - 1));
+        }
+        for v in beyond {
+            let e = parse(&one_key(key, &v)).expect_err(&format!("{key} = {v} is refused"));
+            assert_eq!(e.key.as_deref(), Some(*key), "{e}");
+            assert!(e.message.contains("between"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn values_that_used_to_kill_the_process_are_refused_at_load() {
+    let e = parse("[server]\nmax_connections = 3000000000000000000\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("server.max_connections"));
+    assert!(e.message.contains("between 1 and 65536"), "{e}");
+    let e = parse("[argon2]\nmax_concurrent = 3000000000000000000\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("argon2.max_concurrent"));
+    let e = parse("[auth]\nsession_ttl = \"8000y\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("auth.session_ttl"));
+    assert!(e.to_string().starts_with("config test.toml: key `auth.session_ttl`: must be between \"1s\" and \"366d\", got \"8000years\""), "{e}");
+}
+
+#[test]
+fn keycloak_url_typos_are_refused_at_load() {
+    let kc = |extra: &str| format!("[keycloak]\nrealm = \"r\"\nclient_id = \"c\"\n{extra}\n");
+    for (extra, key) in [
+        ("server = \"http://\"", "keycloak.server"),
+        ("server = \"https://sso example.org\"", "keycloak.server"),
+        ("server = \"sso.example.org\"", "keycloak.server"),
+        (
+            "server = \"https://sso\"\nhealth_url = \"not a url\"",
+            "keycloak.health_url",
+        ),
+        (
+            "server = \"https://sso\"\nproxy = \"http://\"",
+            "keycloak.proxy",
+        ),
+    ] {
+        let e = parse(&kc(extra)).expect_err(extra);
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+    }
+    let ok = parse(&kc(
+        "server = \"https://sso.example.org\"\nhealth_url = \"https://sso.example.org:9000/health/ready\"\nproxy = \"\"",
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn the_reference_file_shows_every_range() {
+    for (key, b) in Config::default().bounds() {
+        let (section, field) = key.rsplit_once('.').unwrap();
+        let mut current = "";
+        let line = REFERENCE_TOML
+            .lines()
+            .find(|l| {
+                if let Some(s) = l.strip_prefix('[') {
+                    current = s.trim_end_matches(']');
+                }
+                current == section
+                    && l.trim_start_matches("# ")
+                        .starts_with(&format!("{field} = "))
+            })
+            .unwrap_or_else(|| panic!("{key} is not in config/edgeauth.toml"));
+        let hi = match b {
+            validate::Bound::Num(_, _, hi) => hi.to_string(),
+            validate::Bound::Dur(_, _, hi) => validate::show(hi).trim_matches('"').to_owned(),
+        };
+        assert!(line.contains(&format!(", {hi}]")), "{key}: {line}");
+    }
+}
+
+#[test]
+fn errors_are_one_line_of_plain_text_whatever_the_file_holds() {
+    // Found by fuzz/fuzz_targets/config.rs: the parser quotes the offending line, NULs included.
+    let e = parse("[auth]\nsession_ttl = \"80t\0\0\x1b[31m0y\"\n").unwrap_err();
+    let line = e.to_string();
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+    assert!(line.contains("\\u{0}"), "{line:?}");
+    let e = parse("[tenants.\"a\\nb\"]\nrealm = \"r\"\n").unwrap_err();
+    let line = e.to_string();
+    assert!(!line.chars().any(char::is_control), "{line:?}");
+}

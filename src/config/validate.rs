@@ -1,10 +1,173 @@
 //! The rules of a config that no type can express; every error names the key.
+//!
+//! Every number and duration has a range here, checked at load: a value the types accept but
+//! the code cannot live with (a semaphore of 3e18 permits, a session that ends after the year
+//! 9999) must stop the start with a line naming the key, never abort the process later.
+//! The ranges are generous; they keep out typos and overflows, not unusual sites.
 
 use std::time::Duration;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Dur};
+
+const SECOND: u64 = 1;
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+const YEAR: u64 = 366 * DAY;
+
+/// A key's value and the range it must be in.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Bound {
+    /// A duration and its allowed `lo ..= hi`.
+    Dur(Duration, Duration, Duration),
+    /// A whole number (`None`: left out, a default applies) and its allowed `lo ..= hi`.
+    Num(Option<u64>, u64, u64),
+}
+
+fn dur(value: Dur, lo: u64, hi: u64) -> Bound {
+    Bound::Dur(value.0, Duration::from_secs(lo), Duration::from_secs(hi))
+}
+
+fn dur_ms(value: Dur, lo: u64, hi: u64) -> Bound {
+    Bound::Dur(
+        value.0,
+        Duration::from_millis(lo),
+        Duration::from_millis(hi),
+    )
+}
+
+fn num(value: impl TryInto<u64>, lo: u64, hi: u64) -> Bound {
+    Bound::Num(Some(value.try_into().unwrap_or(u64::MAX)), lo, hi)
+}
+
+fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// A duration in the largest whole unit that fits (`"366d"`, not `"1year 15h 10m 48s"`), in
+/// the form the config takes.
+pub(super) fn show(d: Duration) -> String {
+    let s = d.as_secs();
+    let text = match () {
+        _ if d.subsec_nanos() != 0 => return format!("\"{}\"", humantime::format_duration(d)),
+        _ if s == 0 => "0s".to_owned(),
+        _ if s.is_multiple_of(DAY) => format!("{}d", s / DAY),
+        _ if s.is_multiple_of(HOUR) => format!("{}h", s / HOUR),
+        _ if s.is_multiple_of(MINUTE) => format!("{}m", s / MINUTE),
+        _ => format!("{s}s"),
+    };
+    format!("\"{text}\"")
+}
 
 impl Config {
+    /// Every number and duration key, its value and its allowed range: the one list of them.
+    pub(super) fn bounds(&self) -> Vec<(&'static str, Bound)> {
+        let (s, a, g, r, k) = (
+            &self.server,
+            &self.auth,
+            &self.argon2,
+            &self.regulation,
+            &self.keycloak,
+        );
+        let (kr, ks, al) = (&k.resilience, &k.sync, &self.alerts);
+        vec![
+            ("server.max_connections", num(s.max_connections, 1, 65_536)),
+            (
+                "server.max_connections_per_ip",
+                num(s.max_connections_per_ip, 1, 65_536),
+            ),
+            ("backup.snapshots", num(self.backup.snapshots, 0, 100)),
+            (
+                "backup.snapshot_interval",
+                dur(self.backup.snapshot_interval, 10 * MINUTE, 30 * DAY),
+            ),
+            ("auth.session_ttl", dur(a.session_ttl, SECOND, YEAR)),
+            ("auth.session_idle", dur(a.session_idle, SECOND, YEAR)),
+            (
+                "auth.min_password_length",
+                num(a.min_password_length, 1, 1024),
+            ),
+            (
+                "auth.offline.credentials_expiration",
+                dur(a.offline.credentials_expiration, 0, YEAR),
+            ),
+            (
+                "auth.offline.failed_login_attempts",
+                num(a.offline.failed_login_attempts, 1, 1000),
+            ),
+            (
+                "auth.offline.failed_login_delay",
+                dur(a.offline.failed_login_delay, SECOND, 30 * DAY),
+            ),
+            ("argon2.memory_kib", num(g.memory_kib, 8, 4 * 1024 * 1024)),
+            ("argon2.iterations", num(g.iterations, 1, 64)),
+            ("argon2.parallelism", num(g.parallelism, 1, 16)),
+            (
+                "argon2.max_concurrent",
+                Bound::Num(g.max_concurrent.map(wide), 1, 256),
+            ),
+            ("argon2.max_wait", dur(g.max_wait, 0, 30 * SECOND)),
+            ("regulation.max_retries", num(r.max_retries, 1, 1_000_000)),
+            (
+                "regulation.max_retries_per_ip",
+                num(r.max_retries_per_ip, 1, 1_000_000),
+            ),
+            ("regulation.find_time", dur(r.find_time, SECOND, 30 * DAY)),
+            ("regulation.ban_time", dur(r.ban_time, SECOND, YEAR)),
+            (
+                "keycloak.resilience.failure_threshold",
+                num(kr.failure_threshold, 1, 1000),
+            ),
+            (
+                "keycloak.resilience.cooldown",
+                dur(kr.cooldown, SECOND, DAY),
+            ),
+            (
+                "keycloak.resilience.half_open_timeout",
+                dur(kr.half_open_timeout, SECOND, 10 * MINUTE),
+            ),
+            (
+                "keycloak.resilience.health_check_interval",
+                dur(kr.health_check_interval, SECOND, DAY),
+            ),
+            (
+                "keycloak.resilience.health_check_timeout",
+                dur_ms(kr.health_check_timeout, 100, 10 * MINUTE * 1000),
+            ),
+            (
+                "keycloak.resilience.request_timeout",
+                dur_ms(kr.request_timeout, 100, 10 * MINUTE * 1000),
+            ),
+            (
+                "keycloak.resilience.token_grace_period",
+                dur(kr.token_grace_period, 0, YEAR),
+            ),
+            ("keycloak.sync.interval", dur(ks.interval, SECOND, 7 * DAY)),
+            ("keycloak.sync.batch", num(ks.batch, 1, 10_000)),
+            ("keycloak.sync.max_attempts", num(ks.max_attempts, 1, 1000)),
+            (
+                "keycloak.sync.retry_delay",
+                dur(ks.retry_delay, SECOND, DAY),
+            ),
+            (
+                "alerts.keycloak_down_after",
+                dur(al.keycloak_down_after, 0, 30 * DAY),
+            ),
+            (
+                "alerts.sync_queue_over",
+                num(al.sync_queue_over, 0, 100_000_000),
+            ),
+            (
+                "alerts.expiring_cached_sessions_over",
+                num(al.expiring_cached_sessions_over, 0, 100_000_000),
+            ),
+            (
+                "audit.retention",
+                dur(self.audit.retention, HOUR, 10 * YEAR),
+            ),
+        ]
+    }
+
     /// Checks the rules no type can express. Errors name the key.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |key: &str, message: String| ConfigError {
@@ -12,6 +175,25 @@ impl Config {
             key: Some(key.into()),
             message,
         };
+        for (key, bound) in self.bounds() {
+            match bound {
+                Bound::Dur(v, lo, hi) if v < lo || v > hi => {
+                    return Err(err(
+                        key,
+                        format!(
+                            "must be between {} and {}, got \"{}\"",
+                            show(lo),
+                            show(hi),
+                            humantime::format_duration(v)
+                        ),
+                    ));
+                }
+                Bound::Num(Some(v), lo, hi) if v < lo || v > hi => {
+                    return Err(err(key, format!("must be between {lo} and {hi}, got {v}")));
+                }
+                _ => {}
+            }
+        }
         let s = &self.server;
         match (&s.tls_cert, &s.tls_key) {
             (Some(_), None) => {
@@ -43,98 +225,24 @@ impl Config {
                 ),
             ));
         }
-        if s.max_connections == 0 {
-            return Err(err("server.max_connections", "must be at least 1".into()));
-        }
-        if s.max_connections_per_ip == 0 || s.max_connections_per_ip > s.max_connections {
-            return Err(err(
-                "server.max_connections_per_ip",
-                format!(
-                    "must be between 1 and server.max_connections ({}), got {}",
-                    s.max_connections, s.max_connections_per_ip
-                ),
-            ));
-        }
         if s.operator_role.trim().is_empty() {
             return Err(err("server.operator_role", "must not be empty".into()));
         }
-        let b = &self.backup;
-        if b.snapshots > 100 {
-            return Err(err(
-                "backup.snapshots",
-                "must be between 0 (no snapshots) and 100".into(),
-            ));
-        }
-        if b.snapshot_interval.0 < Duration::from_secs(600)
-            || b.snapshot_interval.0 > Duration::from_secs(30 * 24 * 3600)
-        {
-            return Err(err(
-                "backup.snapshot_interval",
-                "must be between \"10m\" and \"30d\"".into(),
-            ));
-        }
-        let a = &self.auth;
-        if a.session_ttl.0 < Duration::from_secs(1) {
-            return Err(err("auth.session_ttl", "must be at least \"1s\"".into()));
-        }
-        if a.session_idle.0 < Duration::from_secs(1) {
-            return Err(err("auth.session_idle", "must be at least \"1s\"".into()));
-        }
-        if a.min_password_length == 0 || a.min_password_length > 1024 {
-            return Err(err(
-                "auth.min_password_length",
-                "must be between 1 and 1024".into(),
-            ));
-        }
-        if a.offline.failed_login_attempts == 0 {
-            return Err(err(
-                "auth.offline.failed_login_attempts",
-                "must be at least 1".into(),
-            ));
-        }
         let g = &self.argon2;
-        if g.memory_kib < 8 * g.parallelism.max(1) || g.memory_kib > 4 * 1024 * 1024 {
+        if g.memory_kib < 8 * g.parallelism {
             return Err(err(
                 "argon2.memory_kib",
-                "must be between 8 × parallelism and 4194304 (4 GiB); OWASP's floor is 19456"
-                    .into(),
+                format!(
+                    "must be at least 8 × parallelism ({}), got {}; OWASP's floor is 19456",
+                    8 * g.parallelism,
+                    g.memory_kib
+                ),
             ));
-        }
-        if g.iterations == 0 || g.iterations > 64 {
-            return Err(err("argon2.iterations", "must be between 1 and 64".into()));
-        }
-        if g.parallelism == 0 || g.parallelism > 16 {
-            return Err(err("argon2.parallelism", "must be between 1 and 16".into()));
-        }
-        if g.max_concurrent == Some(0) {
-            return Err(err(
-                "argon2.max_concurrent",
-                "must be at least 1 (leave it out to use one per CPU core)".into(),
-            ));
-        }
-        let r = &self.regulation;
-        if r.max_retries == 0 {
-            return Err(err("regulation.max_retries", "must be at least 1".into()));
-        }
-        if r.max_retries_per_ip == 0 {
-            return Err(err(
-                "regulation.max_retries_per_ip",
-                "must be at least 1".into(),
-            ));
-        }
-        if r.find_time.0.is_zero() {
-            return Err(err("regulation.find_time", "must be longer than 0s".into()));
-        }
-        if r.ban_time.0.is_zero() {
-            return Err(err("regulation.ban_time", "must be longer than 0s".into()));
         }
         let k = &self.keycloak;
         if let Some(server) = &k.server {
-            if !(server.starts_with("https://") || server.starts_with("http://")) {
-                return Err(err(
-                    "keycloak.server",
-                    format!("expected a URL like \"https://sso.example.org\", got {server:?}"),
-                ));
+            if let Err(why) = super::url::check_base(server) {
+                return Err(err("keycloak.server", why));
             }
             if k.realm.as_deref().is_none_or(str::is_empty) {
                 return Err(err(
@@ -149,17 +257,15 @@ impl Config {
                 ));
             }
         }
-        if k.resilience.failure_threshold == 0 {
-            return Err(err(
-                "keycloak.resilience.failure_threshold",
-                "must be at least 1".into(),
-            ));
+        if let Some(health) = &k.health_url
+            && let Err(why) = super::url::check_endpoint(health)
+        {
+            return Err(err("keycloak.health_url", why));
         }
-        if k.resilience.request_timeout.0.is_zero() {
-            return Err(err(
-                "keycloak.resilience.request_timeout",
-                "must be longer than 0s".into(),
-            ));
+        if let Some(proxy) = &k.proxy
+            && let Err(why) = super::url::check_proxy(proxy)
+        {
+            return Err(err("keycloak.proxy", why));
         }
         let rate = k.sync.pull_rate;
         if !(rate.is_finite() && (0.01..=100.0).contains(&rate)) {

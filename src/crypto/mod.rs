@@ -155,6 +155,24 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Refuses a secret file (sealing key, client secret) that its group or others may read or
+/// write, as ssh refuses such a private key: the line names the mode and the fix.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "is open to group or others (mode {:04o}; a secret must be 0600 or stricter): run `chmod 600 {}`",
+            mode & 0o7777,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use sha2::Digest;
 
-use super::{random_bytes, write_private};
+use super::{check_private, random_bytes, write_private};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -132,22 +132,6 @@ impl Sealer {
             .decrypt(XNonce::from_slice(nonce), payload)
             .map_err(|_| KeyError::Open)
     }
-}
-
-fn check_private(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|e| format!("cannot stat: {e}"))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "is readable by group or others (mode {:o}); run `chmod 600 {}`",
-            mode & 0o777,
-            path.display()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -49,7 +49,8 @@ impl Limits {
     pub fn from_config(server: &crate::config::ServerConfig) -> Self {
         Limits {
             max_connections: server.max_connections,
-            max_connections_per_ip: server.max_connections_per_ip,
+            // More than max_connections per address would never bind: cap it there.
+            max_connections_per_ip: server.max_connections_per_ip.min(server.max_connections),
             exempt: server.trusted_proxies.clone(),
         }
     }

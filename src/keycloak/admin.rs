@@ -185,7 +185,7 @@ impl<'a> Admin<'a> {
         let tokens = try_outcome!(self.tier.client.client_credentials(&self.tier.endpoints()));
         let life = Duration::from_secs(tokens.expires_in.saturating_sub(10).max(5));
         let t = Secret::new(tokens.access_token);
-        *slot = Some((t.clone(), Instant::now() + life));
+        *slot = Some((t.clone(), crate::clock::later(Instant::now(), life)));
         Outcome::Ok(t)
     }
 

@@ -99,20 +99,26 @@ impl std::fmt::Debug for KeycloakClient {
 const MAX_BODY: u64 = 1 << 20;
 
 /// An agent for requests to `url` (the server, or the health URL), bounded by `timeout`.
+/// The certificates of a PEM bundle (`keycloak.ca_file`); an error if it holds none.
+pub fn ca_certs(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c.to_owned())),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
 fn build_agent(s: &ClientSettings, url: &str, timeout: Duration) -> Result<ureq::Agent, String> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(pem) = &s.ca_pem {
-        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c.to_owned())),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("keycloak.ca_file: {e}"))?;
-        if certs.is_empty() {
-            return Err("keycloak.ca_file holds no PEM certificate".into());
-        }
+        let certs = ca_certs(pem).map_err(|e| format!("keycloak.ca_file {e}"))?;
         tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
     }
     let cfg = ureq::Agent::config_builder()

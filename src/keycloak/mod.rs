@@ -57,6 +57,7 @@ fn read_secret(
     })?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    crate::crypto::check_private(path).map_err(|why| err(format!("{} {why}", path.display())))?;
     let secret = text.trim();
     if secret.is_empty() {
         return Err(err(format!("{} is empty", path.display())));
@@ -280,11 +281,17 @@ impl Keycloak {
         };
         let r = &k.resilience;
         let ca_pem = match &k.ca_file {
-            Some(p) => Some(std::fs::read(p).map_err(|e| ConfigError {
-                file: file.into(),
-                key: Some("keycloak.ca_file".into()),
-                message: format!("cannot read {}: {e}", p.display()),
-            })?),
+            Some(p) => {
+                let ca_err = |message: String| ConfigError {
+                    file: file.into(),
+                    key: Some("keycloak.ca_file".into()),
+                    message,
+                };
+                let pem = std::fs::read(p)
+                    .map_err(|e| ca_err(format!("cannot read {}: {e}", p.display())))?;
+                client::ca_certs(&pem).map_err(|e| ca_err(format!("{} {e}", p.display())))?;
+                Some(pem)
+            }
             None => None,
         };
         let settings = |realm: &str, client_id: &str, secret: Secret| ClientSettings {

@@ -375,12 +375,19 @@ pub fn appliance_at(
     let mut table: toml::Table = base.parse().unwrap();
     merge(&mut table, extra.parse().unwrap());
     let a = Appliance::new(&toml::to_string(&table).unwrap());
-    std::fs::write(
-        a.dir.path().join("client-secret"),
-        format!("{client_secret}\n"),
-    )
-    .unwrap();
+    write_secret(
+        &a.dir.path().join("client-secret"),
+        &format!("{client_secret}\n"),
+    );
     a
+}
+
+/// Writes a client secret file as an operator must: mode 0600 (edgeauth refuses a secret its
+/// group or others may read, as ssh does a private key).
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The value of one Prometheus sample of `/metrics` (`name{labels}` exactly as exposed), 0
