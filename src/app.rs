@@ -49,6 +49,7 @@ impl App {
     /// start, when the data dir holds neither; any other missing, empty or mismatched file
     /// is refused with the file named and the restore command.
     pub fn open(config: Config) -> Result<Arc<App>, AppError> {
+        crate::keycloak::preflight(&config, &config.origin)?;
         let (store, sealer) = open_data_dir(&config)?;
         Self::assemble(config, store, sealer)
     }

@@ -65,6 +65,26 @@ fn read_secret(
     Ok(Secret::new(secret))
 }
 
+/// Checks the files `[keycloak]` and `[tenants.*]` name (the secrets, their modes) before the
+/// data dir is touched, so that a config error never creates a database on its way out.
+pub fn preflight(config: &Config, file: &str) -> Result<(), ConfigError> {
+    let k = &config.keycloak;
+    if k.server.is_none() {
+        return Ok(());
+    }
+    read_secret(
+        k.client_secret_file.as_deref(),
+        "keycloak.client_secret_file",
+        file,
+    )?;
+    for (name, t) in &config.tenants {
+        if let Some(p) = &t.client_secret_file {
+            read_secret(Some(p), &format!("tenants.{name}.client_secret_file"), file)?;
+        }
+    }
+    Ok(())
+}
+
 impl Tier {
     fn new(settings: ClientSettings, store: &Store) -> Result<Self, String> {
         let kv_prefix = format!("keycloak/{}/{}", settings.realm, settings.client_id);
