@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::{Hasher, SEAL_KEY_FILE, Sealer};
 use crate::error::AppError;
-use crate::keycloak::Keycloak;
+use crate::upstream::Keycloak;
 use crate::metrics::Metrics;
 use crate::store::Store;
 

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::clock::rfc3339;
 use crate::domain::AuthMode;
-use crate::resilience::breaker::CircuitState;
-use crate::resilience::monitor::Mode;
+use crate::upstream::breaker::CircuitState;
+use crate::upstream::monitor::Mode;
 use crate::store::StoreError;
 use std::time::{Duration, Instant};
 
@@ -177,7 +177,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                     ),
                 });
             }
-            if status == crate::resilience::monitor::KeycloakStatus::Offline
+            if status == crate::upstream::monitor::KeycloakStatus::Offline
                 && counts.cached_expiring_soon > alerts_cfg.expiring_cached_sessions_over
             {
                 alerts.push(Alert {
@@ -194,7 +194,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                 status.mode(),
                 KeycloakStatus {
                     status: status.as_str().into(),
-                    available: status == crate::resilience::monitor::KeycloakStatus::Online,
+                    available: status == crate::upstream::monitor::KeycloakStatus::Online,
                     last_check: h.last_check.map(rfc3339),
                     last_success: h.last_success.map(rfc3339),
                     offline_since: h.offline_since.map(rfc3339),

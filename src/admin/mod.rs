@@ -169,7 +169,7 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
             };
             // An operator asking is a reason to look now, not to wait for the next probe.
             if let crate::keycloak::outcome::Outcome::Unavailable(u) =
-                crate::resilience::monitor::probe_now(app, &kc).await
+                crate::upstream::monitor::probe_now(app, &kc).await
             {
                 return Err(AppError::Refused(format!(
                     "Keycloak is unreachable ({u}); the queue is kept for later"

@@ -125,7 +125,7 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
         let kc = app.keycloak.clone().ok_or_else(|| {
             AccountError::Invalid("no Keycloak is configured; add a local user with --local".into())
         })?;
-        crate::resilience::monitor::refresh_if_stale(app, &kc).await;
+        crate::upstream::monitor::refresh_if_stale(app, &kc).await;
         let tier = kc.tier(&new.key.tenant);
         let (k, t, u, p, g) = (
             kc.clone(),
@@ -362,7 +362,7 @@ pub async fn set_group(
     if user.source == Source::Keycloak
         && let Some(kc) = app.keycloak.clone()
     {
-        crate::resilience::monitor::refresh_if_stale(app, &kc).await;
+        crate::upstream::monitor::refresh_if_stale(app, &kc).await;
         let tier = kc.tier(&key.tenant);
         let (k, t, u, g) = (
             kc.clone(),

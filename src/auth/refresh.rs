@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::keycloak::outcome::Outcome;
-use crate::resilience::monitor::KeycloakStatus;
+use crate::upstream::monitor::KeycloakStatus;
 use crate::store::sessions::RevokeReason;
 
 pub const TICK: Duration = Duration::from_secs(2);

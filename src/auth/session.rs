@@ -10,7 +10,7 @@ use super::{AuthError, Client};
 use crate::app::App;
 use crate::crypto::{SessionDigest, SessionId};
 use crate::domain::AuthMode;
-use crate::resilience::monitor::KeycloakStatus;
+use crate::upstream::monitor::KeycloakStatus;
 use crate::store::StoreError;
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::{RevokeReason, SessionRecord};

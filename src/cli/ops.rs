@@ -75,7 +75,7 @@ pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), 
         }
         Err(e) => return Err(e.into()),
     };
-    let kc = crate::keycloak::Keycloak::from_config(config, &store, &config.origin)?
+    let kc = crate::upstream::Keycloak::from_config(config, &store, &config.origin)?
         .ok_or_else(|| AppError::Usage("no Keycloak configured".into()))?;
     let checks = crate::keycloak::diagnose::run(&kc.tier(&tenant), &store);
     if json {

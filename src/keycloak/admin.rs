@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Tier;
+use crate::upstream::Tier;
 use super::client::RawResponse;
 use super::outcome::{Outcome, Rejection, Unavailable, UnavailableKind};
 use crate::crypto::Secret;

@@ -14,7 +14,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::Tier;
+use crate::upstream::Tier;
 use super::outcome::{Outcome, Rejection};
 use super::proxy::{Route, Target, parse_url};
 use super::token::Jwks;

@@ -34,7 +34,7 @@ use crate::crypto::Secret;
 use crate::domain::UserKey;
 use crate::keycloak::admin::Admin;
 use crate::keycloak::outcome::{Outcome, Rejection};
-use crate::resilience::monitor::{KeycloakStatus, next_delay};
+use crate::upstream::monitor::{KeycloakStatus, next_delay};
 use crate::store::WriteTx;
 use crate::store::queue::{ItemKind, ItemStatus, QueueItem, SyncLogRecord};
 
@@ -160,7 +160,7 @@ fn permanent(r: &Rejection) -> bool {
     }
 }
 
-fn replay(kc: &crate::keycloak::Keycloak, item: &QueueItem, payload: Payload) -> Outcome<Replayed> {
+fn replay(kc: &crate::upstream::Keycloak, item: &QueueItem, payload: Payload) -> Outcome<Replayed> {
     let Ok(tenant) = crate::domain::Tenant::parse(&item.tenant) else {
         return Outcome::Rejected(Rejection::Other {
             status: 400,

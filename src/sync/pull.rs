@@ -47,7 +47,7 @@ pub(super) fn pace(rate: f64, jitter_unit: f64) -> Duration {
 /// store's; the inner one says Keycloak stopped answering (the pull stops there).
 pub(super) async fn pull(
     app: &Arc<App>,
-    kc: &Arc<crate::keycloak::Keycloak>,
+    kc: &Arc<crate::upstream::Keycloak>,
 ) -> Result<Result<Pulled, Unavailable>, AuthError> {
     let users: Vec<_> = app
         .store

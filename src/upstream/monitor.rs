@@ -184,7 +184,7 @@ pub async fn run(
 /// sync worker on recovery; unreachable counts against the breaker. Returns the outcome.
 pub async fn probe_now(
     app: &std::sync::Arc<crate::app::App>,
-    kc: &std::sync::Arc<crate::keycloak::Keycloak>,
+    kc: &std::sync::Arc<crate::upstream::Keycloak>,
 ) -> crate::keycloak::outcome::Outcome<()> {
     use crate::keycloak::outcome::{Outcome, Unavailable, UnavailableKind};
     let tier = kc.tier(&crate::domain::Tenant::default_tenant());
@@ -228,7 +228,7 @@ pub async fn probe_now(
 /// now rather than act on the last probe's view.
 pub async fn refresh_if_stale(
     app: &std::sync::Arc<crate::app::App>,
-    kc: &std::sync::Arc<crate::keycloak::Keycloak>,
+    kc: &std::sync::Arc<crate::upstream::Keycloak>,
 ) {
     if kc.status() != KeycloakStatus::Online {
         probe_now(app, kc).await;
@@ -237,7 +237,7 @@ pub async fn refresh_if_stale(
 
 /// Fetches discovery and JWKS for every tier that lacks them (cold start, first contact).
 /// Blocking. Later JWKS changes are picked up on an unknown kid.
-fn refresh_documents(app: &crate::app::App, kc: &crate::keycloak::Keycloak) {
+fn refresh_documents(app: &crate::app::App, kc: &crate::upstream::Keycloak) {
     use crate::keycloak::outcome::Outcome;
     for tier in kc.tiers() {
         if !tier.has_discovery() {
@@ -257,7 +257,7 @@ fn refresh_documents(app: &crate::app::App, kc: &crate::keycloak::Keycloak) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resilience::breaker::CircuitState;
+    use crate::upstream::breaker::CircuitState;
 
     fn view(state: CircuitState) -> BreakerView {
         BreakerView {
