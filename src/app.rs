@@ -9,9 +9,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::{Hasher, SEAL_KEY_FILE, Sealer};
 use crate::error::AppError;
-use crate::upstream::Keycloak;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::upstream::Keycloak;
 
 #[derive(Debug)]
 pub struct App {

@@ -65,10 +65,7 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     let maintenance = tokio::spawn(crate::maintenance::run(app.clone(), stop_rx.clone()));
     let refresher = tokio::spawn(crate::auth::refresh::run(app.clone(), stop_rx.clone()));
     let sync_worker = tokio::spawn(crate::sync::run(app.clone(), stop_rx.clone()));
-    let monitor = tokio::spawn(crate::upstream::monitor::run(
-        app.clone(),
-        stop_rx.clone(),
-    ));
+    let monitor = tokio::spawn(crate::upstream::monitor::run(app.clone(), stop_rx.clone()));
     let admin_task = tokio::spawn(crate::admin::socket::serve(
         app.clone(),
         admin,

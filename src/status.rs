@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::clock::rfc3339;
 use crate::domain::AuthMode;
+use crate::store::StoreError;
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::monitor::Mode;
-use crate::store::StoreError;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -168,7 +168,7 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
                 ));
             };
             // An operator asking is a reason to look now, not to wait for the next probe.
-            if let crate::keycloak::outcome::Outcome::Unavailable(u) =
+            if let Err(crate::upstream::UpstreamError::Unavailable(u)) =
                 crate::upstream::monitor::probe_now(app, &kc).await
             {
                 return Err(AppError::Refused(format!(

@@ -11,7 +11,7 @@ use super::password::policy_check;
 use crate::app::App;
 use crate::crypto::Secret;
 use crate::domain::{Source, Tenant, UserKey};
-use crate::keycloak::outcome::Outcome;
+use crate::keycloak::outcome::UpstreamError;
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::RevokeReason;
 use crate::store::users::UserRecord;
@@ -138,29 +138,21 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
         let out = kc
             .admin_call(&app.metrics, "provision", app.clock.now(), move || {
                 let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
-                let id = match admin.create_user(&u, Some(&p), true, &profile) {
-                    Outcome::Ok(id) => id,
-                    Outcome::Rejected(r) => return Outcome::Rejected(r),
-                    Outcome::Unavailable(x) => return Outcome::Unavailable(x),
-                };
+                let id = admin.create_user(&u, Some(&p), true, &profile)?;
                 for group in g {
-                    match admin.set_group(&id, &group, true) {
-                        Outcome::Ok(()) => {}
-                        Outcome::Rejected(r) => return Outcome::Rejected(r),
-                        Outcome::Unavailable(x) => return Outcome::Unavailable(x),
-                    }
+                    admin.set_group(&id, &group, true)?;
                 }
-                Outcome::Ok(())
+                Ok(())
             })
             .await;
         match out {
-            Outcome::Ok(()) => {}
-            Outcome::Rejected(r) => {
+            Ok(()) => {}
+            Err(UpstreamError::Rejected(r)) => {
                 return Err(AccountError::Invalid(format!(
                     "Keycloak refused the new user: {r}"
                 )));
             }
-            Outcome::Unavailable(u) if app.config.degraded.allow_user_creation => {
+            Err(UpstreamError::Unavailable(u)) if app.config.degraded.allow_user_creation => {
                 log::info!(
                     "Keycloak unavailable ({u}); {} is created here and queued for Keycloak",
                     new.key
@@ -172,7 +164,7 @@ pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError>
                     profile: new.profile.clone(),
                 });
             }
-            Outcome::Unavailable(u) => {
+            Err(UpstreamError::Unavailable(u)) => {
                 return Err(AccountError::Invalid(format!(
                     "Keycloak is unreachable ({u}) and degraded.allow_user_creation is false; try again when it is back, or add a local user with --local"
                 )));
@@ -377,19 +369,19 @@ pub async fn set_group(
             })
             .await;
         match out {
-            Outcome::Ok(()) => {}
-            Outcome::Rejected(r) => {
+            Ok(()) => {}
+            Err(UpstreamError::Rejected(r)) => {
                 return Err(AccountError::Invalid(format!(
                     "Keycloak refused the group change: {r}"
                 )));
             }
-            Outcome::Unavailable(_) if app.config.degraded.allow_group_changes => {
+            Err(UpstreamError::Unavailable(_)) if app.config.degraded.allow_group_changes => {
                 queued = Some(crate::sync::Payload::GroupChange {
                     group: group.clone(),
                     join,
                 });
             }
-            Outcome::Unavailable(u) => {
+            Err(UpstreamError::Unavailable(u)) => {
                 return Err(AccountError::Invalid(format!(
                     "Keycloak is unreachable ({u}) and degraded.allow_group_changes is false; try again when it is back"
                 )));

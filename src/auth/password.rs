@@ -13,7 +13,7 @@ use crate::config::PasswordChangePolicy;
 use crate::crypto::{Secret, SessionDigest, Verified};
 use crate::domain::Source;
 use crate::keycloak::admin::Admin;
-use crate::keycloak::outcome::{Outcome, Rejection};
+use crate::keycloak::outcome::{Rejection, UpstreamError};
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::RevokeReason;
 
@@ -137,12 +137,12 @@ pub async fn change_password(
             })
             .await
         {
-            Outcome::Ok(_) => online = true,
-            Outcome::Rejected(Rejection::AccountDisabled) => {
+            Ok(_) => online = true,
+            Err(UpstreamError::Rejected(Rejection::AccountDisabled)) => {
                 return Err(AuthError::AccountDisabled);
             }
-            Outcome::Rejected(_) => return Err(fail(us, is).await?),
-            Outcome::Unavailable(_) => {}
+            Err(UpstreamError::Rejected(_)) => return Err(fail(us, is).await?),
+            Err(UpstreamError::Unavailable(_)) => {}
         }
     }
     let user = if online {
@@ -193,19 +193,19 @@ pub async fn change_password(
                 })
                 .await;
             match out {
-                Outcome::Ok(()) => {
+                Ok(()) => {
                     reached = true;
                     mode = PasswordMode::Synchronized;
                 }
-                Outcome::Rejected(Rejection::Other { description, .. }) => {
+                Err(UpstreamError::Rejected(Rejection::Other { description, .. })) => {
                     audit_only(app, audit("weak_password")).await?;
                     return Err(AuthError::WeakPassword(description));
                 }
-                Outcome::Rejected(r) => {
+                Err(UpstreamError::Rejected(r)) => {
                     audit_only(app, audit("keycloak_rejected")).await?;
                     return Err(AuthError::WeakPassword(r.to_string()));
                 }
-                Outcome::Unavailable(_) => {}
+                Err(UpstreamError::Unavailable(_)) => {}
             }
         }
         if !reached {

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::keycloak::outcome::Outcome;
-use crate::upstream::monitor::KeycloakStatus;
+use crate::keycloak::outcome::UpstreamError;
 use crate::store::sessions::RevokeReason;
+use crate::upstream::monitor::KeycloakStatus;
 
 pub const TICK: Duration = Duration::from_secs(2);
 /// Renewals started per tick at most.
@@ -90,12 +90,12 @@ async fn tick(app: &Arc<App>) -> Result<(), super::AuthError> {
                 t.client.refresh_grant(&t.endpoints(), &refresh)
             })
             .await;
-        if let Outcome::Ok(tokens) = &out {
+        if let Ok(tokens) = &out {
             super::login::observe_keycloak_time(app, tokens);
         }
         let now = app.clock.now();
         match out {
-            Outcome::Ok(tokens) => {
+            Ok(tokens) => {
                 let sealed = super::login::seal_tokens(app, &key, &tokens, now);
                 let claims = super::login::token_claims(app, &tier, &key, &tokens).await?;
                 let client_id = tier.client.settings().client_id.clone();
@@ -120,7 +120,7 @@ async fn tick(app: &Arc<App>) -> Result<(), super::AuthError> {
                 .await?;
                 log::debug!("tokens of a session of {key} renewed");
             }
-            Outcome::Rejected(r) => {
+            Err(UpstreamError::Rejected(r)) => {
                 super::write(&app.store, move |w| {
                     w.revoke_session(&digest, RevokeReason::KeycloakRejected, now)
                         .map(|_| ())
@@ -132,7 +132,7 @@ async fn tick(app: &Arc<App>) -> Result<(), super::AuthError> {
                 );
             }
             // Keycloak went away mid-tick: keep every session, try again when it is back.
-            Outcome::Unavailable(_) => break,
+            Err(UpstreamError::Unavailable(_)) => break,
         }
     }
     Ok(())

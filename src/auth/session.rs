@@ -10,11 +10,11 @@ use super::{AuthError, Client};
 use crate::app::App;
 use crate::crypto::{SessionDigest, SessionId};
 use crate::domain::AuthMode;
-use crate::upstream::monitor::KeycloakStatus;
 use crate::store::StoreError;
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::{RevokeReason, SessionRecord};
 use crate::store::users::UserRecord;
+use crate::upstream::monitor::KeycloakStatus;
 
 /// Why a presented session is not valid (design §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -276,7 +276,7 @@ pub fn end_keycloak_session(app: &App, s: &SessionRecord) {
             })
             .await;
         match out {
-            crate::keycloak::outcome::Outcome::Ok(()) => {
+            Ok(()) => {
                 log::debug!("Keycloak session of {key} ended")
             }
             other => log::info!("Keycloak logout of {key} did not complete: {other:?}"),

@@ -14,10 +14,10 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::upstream::Tier;
-use super::outcome::{Outcome, Rejection};
+use super::outcome::{Rejection, UpstreamError};
 use super::proxy::{Route, Target, parse_url};
 use super::token::Jwks;
+use crate::upstream::Tier;
 
 /// Certificates that expire within this window are reported.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -505,16 +505,16 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
         }
     }
     let discovery = match tier.refresh_discovery(store) {
-        Outcome::Ok(()) => Ok(format!("issuer {}", tier.endpoints().issuer)),
-        Outcome::Rejected(r) => Err(r.to_string()),
-        Outcome::Unavailable(u) => Err(u.to_string()),
+        Ok(()) => Ok(format!("issuer {}", tier.endpoints().issuer)),
+        Err(UpstreamError::Rejected(r)) => Err(r.to_string()),
+        Err(UpstreamError::Unavailable(u)) => Err(u.to_string()),
     };
     out.push(check("discovery", discovery));
     let jwks = match tier
         .client
         .get_json::<serde_json::Value>(&tier.endpoints().jwks_uri)
     {
-        Outcome::Ok(doc) => {
+        Ok(doc) => {
             let n = Jwks::parse(&doc).len();
             if n > 0 {
                 Ok(format!("{n} RSA signing keys"))
@@ -522,19 +522,19 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
                 Err("no RSA signing key".into())
             }
         }
-        Outcome::Rejected(r) => Err(r.to_string()),
-        Outcome::Unavailable(u) => Err(u.to_string()),
+        Err(UpstreamError::Rejected(r)) => Err(r.to_string()),
+        Err(UpstreamError::Unavailable(u)) => Err(u.to_string()),
     };
     out.push(check("jwks", jwks));
     let (credentials, issued) = credentials_check(tier);
     out.push(clock_check(tier, issued));
     out.push(credentials);
     let health = match tier.client.probe() {
-        Outcome::Ok(()) | Outcome::Rejected(Rejection::InvalidCredentials) => {
+        Ok(()) | Err(UpstreamError::Rejected(Rejection::InvalidCredentials)) => {
             Ok("healthy".to_owned())
         }
-        Outcome::Rejected(r) => Err(r.to_string()),
-        Outcome::Unavailable(u) => Err(u.to_string()),
+        Err(UpstreamError::Rejected(r)) => Err(r.to_string()),
+        Err(UpstreamError::Unavailable(u)) => Err(u.to_string()),
     };
     out.push(check("health", health));
     out

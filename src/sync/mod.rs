@@ -33,10 +33,10 @@ use crate::auth::AuthError;
 use crate::crypto::Secret;
 use crate::domain::UserKey;
 use crate::keycloak::admin::Admin;
-use crate::keycloak::outcome::{Outcome, Rejection};
-use crate::upstream::monitor::{KeycloakStatus, next_delay};
+use crate::keycloak::outcome::{Rejection, UpstreamError};
 use crate::store::WriteTx;
 use crate::store::queue::{ItemKind, ItemStatus, QueueItem, SyncLogRecord};
+use crate::upstream::monitor::{KeycloakStatus, next_delay};
 
 /// What an item asks Keycloak to do. Sealed at rest; never printed.
 #[derive(Clone, Serialize, Deserialize)]
@@ -160,25 +160,20 @@ fn permanent(r: &Rejection) -> bool {
     }
 }
 
-fn replay(kc: &crate::upstream::Keycloak, item: &QueueItem, payload: Payload) -> Outcome<Replayed> {
+fn replay(
+    kc: &crate::upstream::Keycloak,
+    item: &QueueItem,
+    payload: Payload,
+) -> Result<Replayed, UpstreamError> {
     let Ok(tenant) = crate::domain::Tenant::parse(&item.tenant) else {
-        return Outcome::Rejected(Rejection::Other {
+        return Err(UpstreamError::Rejected(Rejection::Other {
             status: 400,
             error: "bad_tenant".into(),
             description: item.tenant.clone(),
-        });
+        }));
     };
     let tier = kc.tier(&tenant);
     let admin = Admin::new(&tier, &kc.admin_tokens);
-    macro_rules! ok {
-        ($e:expr) => {
-            match $e {
-                Outcome::Ok(v) => v,
-                Outcome::Rejected(r) => return Outcome::Rejected(r),
-                Outcome::Unavailable(u) => return Outcome::Unavailable(u),
-            }
-        };
-    }
     match payload {
         Payload::PasswordChange { password } => admin.for_user(&item.username, |admin, id| {
             // Keycloak's password is newer than our queued change: the central one wins.
@@ -187,13 +182,13 @@ fn replay(kc: &crate::upstream::Keycloak, item: &QueueItem, payload: Payload) ->
             } else {
                 item.queued_at.saturating_mul(1000) + 999
             };
-            if let Some(created) = ok!(admin.password_created_ms(id))
+            if let Some(created) = admin.password_created_ms(id)?
                 && created > queued_ms
             {
-                return Outcome::Ok(Replayed::Superseded);
+                return Ok(Replayed::Superseded);
             }
-            ok!(admin.reset_password(id, &password));
-            Outcome::Ok(Replayed::Done)
+            admin.reset_password(id, &password)?;
+            Ok(Replayed::Done)
         }),
         Payload::UserProvision {
             password,
@@ -201,15 +196,15 @@ fn replay(kc: &crate::upstream::Keycloak, item: &QueueItem, payload: Payload) ->
             groups,
             profile,
         } => {
-            let id = ok!(admin.create_user(&item.username, Some(&password), enabled, &profile));
+            let id = admin.create_user(&item.username, Some(&password), enabled, &profile)?;
             for g in groups {
-                ok!(admin.set_group(&id, &g, true));
+                admin.set_group(&id, &g, true)?;
             }
-            Outcome::Ok(Replayed::Done)
+            Ok(Replayed::Done)
         }
         Payload::GroupChange { group, join } => admin.for_user(&item.username, |admin, id| {
-            ok!(admin.set_group(id, &group, join));
-            Outcome::Ok(Replayed::Done)
+            admin.set_group(id, &group, join)?;
+            Ok(Replayed::Done)
         }),
     }
 }
@@ -289,7 +284,7 @@ pub async fn cycle(app: &Arc<App>, scope: Scope) -> Result<CycleReport, AuthErro
             })
             .await;
         match outcome {
-            Outcome::Ok(Replayed::Done) => {
+            Ok(Replayed::Done) => {
                 log::info!(
                     "sync: replayed {:?} #{} for {}@{}",
                     item.kind,
@@ -300,7 +295,7 @@ pub async fn cycle(app: &Arc<App>, scope: Scope) -> Result<CycleReport, AuthErro
                 finish(app, item, ItemStatus::Done, None).await?;
                 report.replayed += 1;
             }
-            Outcome::Ok(Replayed::Superseded) => {
+            Ok(Replayed::Superseded) => {
                 log::info!(
                     "sync: #{} for {}@{} superseded by a newer central password",
                     item.id,
@@ -312,7 +307,7 @@ pub async fn cycle(app: &Arc<App>, scope: Scope) -> Result<CycleReport, AuthErro
                 forget_local_hash(app, &key, forget.as_ref()).await?;
                 report.superseded += 1;
             }
-            Outcome::Rejected(r) => {
+            Err(UpstreamError::Rejected(r)) => {
                 held_back.insert(who);
                 let mut item = item;
                 item.attempts = item.attempts.saturating_add(1);
@@ -342,7 +337,7 @@ pub async fn cycle(app: &Arc<App>, scope: Scope) -> Result<CycleReport, AuthErro
                     report.failed += 1
                 }
             }
-            Outcome::Unavailable(u) => {
+            Err(UpstreamError::Unavailable(u)) => {
                 // Not the item's fault: stop, spend no attempt, try again when Keycloak is back.
                 report.error = Some(u.to_string());
                 break;

@@ -22,7 +22,7 @@ use crate::app::App;
 use crate::auth::AuthError;
 use crate::domain::{Source, Tenant};
 use crate::keycloak::admin::{Admin, KcUser};
-use crate::keycloak::outcome::{Outcome, Unavailable};
+use crate::keycloak::outcome::{Unavailable, UpstreamError};
 use crate::store::sessions::RevokeReason;
 
 /// What a pull did: users looked up, users disabled here.
@@ -82,24 +82,24 @@ pub(super) async fn pull(
                 })
                 .await;
             match listed {
-                Outcome::Ok(all) => {
+                Ok(all) => {
                     let map = all
                         .into_iter()
                         .map(|u| (u.username.to_lowercase(), u))
                         .collect();
                     listings.insert(tenant, Arc::new(map));
                 }
-                Outcome::Rejected(r) => {
+                Err(UpstreamError::Rejected(r)) => {
                     log::warn!("sync: listing the users of {tenant}'s realm was refused: {r}")
                 }
-                Outcome::Unavailable(u) => return Ok(Err(u)),
+                Err(UpstreamError::Unavailable(u)) => return Ok(Err(u)),
             }
         }
     }
     for u in users {
         let key = u.key();
         let central = match listings.get(&u.tenant) {
-            Some(map) => Outcome::Ok(map.get(&u.username.as_str().to_lowercase()).cloned()),
+            Some(map) => Ok(map.get(&u.username.as_str().to_lowercase()).cloned()),
             None => {
                 paced().await;
                 let (k, username, tenant) = (kc.clone(), u.username.to_string(), u.tenant.clone());
@@ -111,10 +111,10 @@ pub(super) async fn pull(
             }
         };
         match central {
-            Outcome::Ok(found) if found.as_ref().is_some_and(|f| f.enabled) => {
+            Ok(found) if found.as_ref().is_some_and(|f| f.enabled) => {
                 report.looked_up += 1;
             }
-            Outcome::Ok(_) => {
+            Ok(_) => {
                 let (k, now) = (key.clone(), app.clock.now());
                 crate::auth::write(&app.store, move |w| {
                     if let Some(mut u) = w.user(&k)? {
@@ -132,8 +132,8 @@ pub(super) async fn pull(
                 report.looked_up += 1;
                 report.disabled += 1;
             }
-            Outcome::Rejected(r) => log::warn!("sync: pulling {key} was refused: {r}"),
-            Outcome::Unavailable(u) => return Ok(Err(u)),
+            Err(UpstreamError::Rejected(r)) => log::warn!("sync: pulling {key} was refused: {r}"),
+            Err(UpstreamError::Unavailable(u)) => return Ok(Err(u)),
         }
     }
     Ok(Ok(report))

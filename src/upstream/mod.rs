@@ -19,16 +19,16 @@ use std::time::Instant;
 
 use crate::keycloak::admin;
 use crate::keycloak::client::{ClientSettings, Endpoints, KeycloakClient};
-use crate::keycloak::outcome::{Outcome, Unavailable, UnavailableKind};
+pub use crate::keycloak::outcome::{Rejection, Unavailable, UnavailableKind, UpstreamError};
 use crate::keycloak::token::{self, AccessClaims, Jwks, VerifyError};
 
 use crate::config::{Config, ConfigError};
 use crate::crypto::Secret;
 use crate::domain::Tenant;
 use crate::metrics::Metrics;
+use crate::store::Store;
 use breaker::{Admission, Breaker, BreakerConfig, CircuitState};
 use monitor::{Health, KeycloakStatus};
-use crate::store::Store;
 
 /// One realm and client: what a tenant logs in against.
 #[derive(Debug)]
@@ -102,57 +102,43 @@ impl Tier {
     }
 
     /// Fetches and persists the discovery document. Blocking.
-    pub fn refresh_discovery(&self, store: &Store) -> Outcome<()> {
-        match self
+    pub fn refresh_discovery(&self, store: &Store) -> Result<(), UpstreamError> {
+        let ep = self
             .client
-            .get_json::<Endpoints>(&self.client.discovery_url())
+            .get_json::<Endpoints>(&self.client.discovery_url())?;
+        let bytes = serde_json::to_vec(&ep).unwrap_or_default();
+        if let Err(e) = store.write(|w| w.put_kv(&format!("{}/discovery", self.kv_prefix), &bytes))
         {
-            Outcome::Ok(ep) => {
-                let bytes = serde_json::to_vec(&ep).unwrap_or_default();
-                if let Err(e) =
-                    store.write(|w| w.put_kv(&format!("{}/discovery", self.kv_prefix), &bytes))
-                {
-                    log::warn!("cannot persist the discovery document: {e}");
-                }
-                if let Ok(mut slot) = self.endpoints.write() {
-                    *slot = Some(ep);
-                }
-                Outcome::Ok(())
-            }
-            Outcome::Rejected(r) => Outcome::Rejected(r),
-            Outcome::Unavailable(u) => Outcome::Unavailable(u),
+            log::warn!("cannot persist the discovery document: {e}");
         }
+        if let Ok(mut slot) = self.endpoints.write() {
+            *slot = Some(ep);
+        }
+        Ok(())
     }
 
     /// Fetches and persists the JWKS. Blocking.
-    pub fn refresh_jwks(&self, store: &Store) -> Outcome<usize> {
-        match self
+    pub fn refresh_jwks(&self, store: &Store) -> Result<usize, UpstreamError> {
+        let doc = self
             .client
-            .get_json::<serde_json::Value>(&self.endpoints().jwks_uri)
-        {
-            Outcome::Ok(doc) => {
-                let jwks = Jwks::parse(&doc);
-                if jwks.is_empty() {
-                    return Outcome::Unavailable(Unavailable::new(
-                        UnavailableKind::Garbage,
-                        "the JWKS holds no RSA signing key",
-                    ));
-                }
-                let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-                if let Err(e) =
-                    store.write(|w| w.put_kv(&format!("{}/jwks", self.kv_prefix), &bytes))
-                {
-                    log::warn!("cannot persist the JWKS: {e}");
-                }
-                let n = jwks.len();
-                if let Ok(mut slot) = self.jwks.write() {
-                    *slot = jwks;
-                }
-                Outcome::Ok(n)
-            }
-            Outcome::Rejected(r) => Outcome::Rejected(r),
-            Outcome::Unavailable(u) => Outcome::Unavailable(u),
+            .get_json::<serde_json::Value>(&self.endpoints().jwks_uri)?;
+        let jwks = Jwks::parse(&doc);
+        if jwks.is_empty() {
+            return Err(Unavailable::new(
+                UnavailableKind::Garbage,
+                "the JWKS holds no RSA signing key",
+            )
+            .into());
         }
+        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        if let Err(e) = store.write(|w| w.put_kv(&format!("{}/jwks", self.kv_prefix), &bytes)) {
+            log::warn!("cannot persist the JWKS: {e}");
+        }
+        let n = jwks.len();
+        if let Ok(mut slot) = self.jwks.write() {
+            *slot = jwks;
+        }
+        Ok(n)
     }
 
     /// Verifies an access token with the cached JWKS; an unknown kid refetches the JWKS once.
@@ -173,7 +159,7 @@ impl Tier {
             Err(VerifyError::UnknownKid(kid)) => {
                 metrics.jwks("miss");
                 match self.refresh_jwks(store) {
-                    Outcome::Ok(_) => self
+                    Ok(_) => self
                         .jwks
                         .read()
                         .map(|j| j.verify(token, &issuer))
@@ -367,25 +353,25 @@ impl Keycloak {
         metrics: &Metrics,
         kind: &'static str,
         now: u64,
-        f: impl FnOnce() -> Outcome<T> + Send + 'static,
-    ) -> Outcome<T> {
+        f: impl FnOnce() -> Result<T, UpstreamError> + Send + 'static,
+    ) -> Result<T, UpstreamError> {
         if self.breaker.view(Instant::now()).state == CircuitState::Open {
             metrics.keycloak_call(kind, "circuit_open", None);
-            return Outcome::Unavailable(Unavailable::new(
+            return Err(UpstreamError::Unavailable(Unavailable::new(
                 UnavailableKind::CircuitOpen,
                 "the circuit breaker is open",
-            ));
+            )));
         }
         let started = Instant::now();
         let out = Self::run_blocking(f).await;
         metrics.keycloak_call(kind, out_label(&out), Some(started.elapsed()));
         match &out {
-            Outcome::Ok(_) | Outcome::Rejected(_) => {
+            Ok(_) | Err(UpstreamError::Rejected(_)) => {
                 if self.admin_health.clear() {
                     log::info!("the Keycloak admin API answers as expected again");
                 }
             }
-            Outcome::Unavailable(u) => match u.kind {
+            Err(UpstreamError::Unavailable(u)) => match u.kind {
                 UnavailableKind::Misconfigured
                 | UnavailableKind::Garbage
                 | UnavailableKind::Status => {
@@ -407,14 +393,14 @@ impl Keycloak {
     }
 
     async fn run_blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Outcome<T> + Send + 'static,
-    ) -> Outcome<T> {
+        f: impl FnOnce() -> Result<T, UpstreamError> + Send + 'static,
+    ) -> Result<T, UpstreamError> {
         match tokio::task::spawn_blocking(f).await {
             Ok(o) => o,
-            Err(e) => Outcome::Unavailable(Unavailable::new(
+            Err(e) => Err(UpstreamError::Unavailable(Unavailable::new(
                 UnavailableKind::Connect,
                 format!("call aborted: {e}"),
-            )),
+            ))),
         }
     }
 
@@ -424,25 +410,25 @@ impl Keycloak {
         &self,
         metrics: &Metrics,
         kind: &'static str,
-        f: impl FnOnce() -> Outcome<T> + Send + 'static,
-    ) -> Outcome<T> {
+        f: impl FnOnce() -> Result<T, UpstreamError> + Send + 'static,
+    ) -> Result<T, UpstreamError> {
         let admission = self.breaker.admit(Instant::now());
         if admission == Admission::Refused {
             metrics.keycloak_call(kind, "circuit_open", None);
-            return Outcome::Unavailable(Unavailable::new(
+            return Err(UpstreamError::Unavailable(Unavailable::new(
                 UnavailableKind::CircuitOpen,
                 "the circuit breaker is open",
-            ));
+            )));
         }
         let started = Instant::now();
         let out = Self::run_blocking(f).await;
         metrics.keycloak_call(kind, out_label(&out), Some(started.elapsed()));
         match &out {
-            Outcome::Ok(_) | Outcome::Rejected(_) => {
+            Ok(_) | Err(UpstreamError::Rejected(_)) => {
                 self.breaker.success();
                 self.health.set_misconfigured(None);
             }
-            Outcome::Unavailable(u) if u.kind.is_outage() => {
+            Err(UpstreamError::Unavailable(u)) if u.kind.is_outage() => {
                 if self.breaker.failure(Instant::now()) {
                     log::warn!("circuit breaker opened: Keycloak unreachable ({u})");
                 }
@@ -450,7 +436,7 @@ impl Keycloak {
                     self.monitor_wakeup.notify_one();
                 }
             }
-            Outcome::Unavailable(u) => {
+            Err(UpstreamError::Unavailable(u)) => {
                 if u.kind == UnavailableKind::Misconfigured {
                     self.health.set_misconfigured(Some(u.detail.clone()));
                 }
@@ -462,10 +448,10 @@ impl Keycloak {
     }
 }
 
-fn out_label<T>(out: &Outcome<T>) -> &'static str {
+fn out_label<T>(out: &Result<T, UpstreamError>) -> &'static str {
     match out {
-        Outcome::Ok(_) => "ok",
-        Outcome::Rejected(_) => "rejected",
-        Outcome::Unavailable(u) => u.kind.as_str(),
+        Ok(_) => "ok",
+        Err(UpstreamError::Rejected(_)) => "rejected",
+        Err(UpstreamError::Unavailable(u)) => u.kind.as_str(),
     }
 }

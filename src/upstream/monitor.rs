@@ -169,7 +169,7 @@ pub async fn run(
     };
     let interval = app.config.keycloak.resilience.health_check_interval.0;
     loop {
-        probe_now(&app, &kc).await;
+        let _ = probe_now(&app, &kc).await;
         let failures = kc.health.view().consecutive_failures;
         let jitter = crate::crypto::random_unit();
         tokio::select! {
@@ -185,17 +185,20 @@ pub async fn run(
 pub async fn probe_now(
     app: &std::sync::Arc<crate::app::App>,
     kc: &std::sync::Arc<crate::upstream::Keycloak>,
-) -> crate::keycloak::outcome::Outcome<()> {
-    use crate::keycloak::outcome::{Outcome, Unavailable, UnavailableKind};
+) -> Result<(), crate::upstream::UpstreamError> {
+    use crate::keycloak::outcome::{Unavailable, UnavailableKind, UpstreamError};
     let tier = kc.tier(&crate::domain::Tenant::default_tenant());
     let outcome = tokio::task::spawn_blocking(move || tier.client.probe())
         .await
         .unwrap_or_else(|e| {
-            Outcome::Unavailable(Unavailable::new(UnavailableKind::Connect, e.to_string()))
+            Err(UpstreamError::Unavailable(Unavailable::new(
+                UnavailableKind::Connect,
+                e.to_string(),
+            )))
         });
     let now = app.clock.now();
     match &outcome {
-        Outcome::Ok(()) | Outcome::Rejected(_) => {
+        Ok(()) | Err(UpstreamError::Rejected(_)) => {
             if kc.health.reachable(now) {
                 log::info!("Keycloak is reachable again; replaying the sync queue");
                 app.sync_wakeup.notify_one();
@@ -206,7 +209,7 @@ pub async fn probe_now(
             let (a, k) = (app.clone(), kc.clone());
             let _ = tokio::task::spawn_blocking(move || refresh_documents(&a, &k)).await;
         }
-        Outcome::Unavailable(u) => {
+        Err(UpstreamError::Unavailable(u)) => {
             if kc.health.unreachable(now, u.to_string()) {
                 log::warn!("Keycloak is unreachable: {u}");
             }
@@ -231,24 +234,28 @@ pub async fn refresh_if_stale(
     kc: &std::sync::Arc<crate::upstream::Keycloak>,
 ) {
     if kc.status() != KeycloakStatus::Online {
-        probe_now(app, kc).await;
+        let _ = probe_now(app, kc).await;
     }
 }
 
 /// Fetches discovery and JWKS for every tier that lacks them (cold start, first contact).
 /// Blocking. Later JWKS changes are picked up on an unknown kid.
 fn refresh_documents(app: &crate::app::App, kc: &crate::upstream::Keycloak) {
-    use crate::keycloak::outcome::Outcome;
+    use crate::keycloak::outcome::UpstreamError;
     for tier in kc.tiers() {
         if !tier.has_discovery() {
             match tier.refresh_discovery(&app.store) {
-                Outcome::Ok(()) => {
-                    if let Outcome::Unavailable(u) = tier.refresh_jwks(&app.store) {
+                Ok(()) => {
+                    if let Err(UpstreamError::Unavailable(u)) = tier.refresh_jwks(&app.store) {
                         log::warn!("cannot fetch the JWKS: {u}");
                     }
                 }
-                Outcome::Rejected(r) => log::warn!("cannot fetch the discovery document: {r}"),
-                Outcome::Unavailable(u) => log::warn!("cannot fetch the discovery document: {u}"),
+                Err(UpstreamError::Rejected(r)) => {
+                    log::warn!("cannot fetch the discovery document: {r}")
+                }
+                Err(UpstreamError::Unavailable(u)) => {
+                    log::warn!("cannot fetch the discovery document: {u}")
+                }
             }
         }
     }

@@ -42,12 +42,12 @@ async fn confirm_in_background(
 ) {
     let tier = kc.tier(&a.key.tenant);
     let outcome = password_grant(&app, &kc, &tier, &a).await;
-    if let Outcome::Ok(tokens) = &outcome {
+    if let Ok(tokens) = &outcome {
         observe_keycloak_time(&app, tokens);
     }
     let now = app.clock.now();
     let result = match outcome {
-        Outcome::Ok(tokens) => {
+        Ok(tokens) => {
             let sealed = app
                 .config
                 .keycloak
@@ -72,7 +72,7 @@ async fn confirm_in_background(
             })
             .await
         }
-        Outcome::Rejected(r) => {
+        Err(UpstreamError::Rejected(r)) => {
             log::info!(
                 "Keycloak rejected the local-first login of {} ({r}); revoking its session",
                 a.key
@@ -93,7 +93,7 @@ async fn confirm_in_background(
             })
             .await
         }
-        Outcome::Unavailable(_) => Ok(()),
+        Err(UpstreamError::Unavailable(_)) => Ok(()),
     };
     if let Err(e) = result {
         log::error!("background confirmation of {} failed: {e}", a.key);

@@ -30,12 +30,12 @@ use crate::config::{AuthOrder, RegulationConfig};
 use crate::crypto::{Secret, SessionId, Verified};
 use crate::domain::{AuthMode, Source, UserKey};
 use crate::keycloak::client::TokenSet;
-use crate::keycloak::outcome::{Outcome, Rejection, Unavailable};
-use crate::upstream::{Keycloak, Tier};
-use crate::upstream::monitor::KeycloakStatus;
+use crate::keycloak::outcome::{Rejection, Unavailable, UpstreamError};
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::{RevokeReason, SealedTokens, SessionRecord};
 use crate::store::users::UserRecord;
+use crate::upstream::monitor::KeycloakStatus;
+use crate::upstream::{Keycloak, Tier};
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct LoginRequest {
@@ -313,7 +313,7 @@ async fn password_grant(
     kc: &Keycloak,
     tier: &Arc<Tier>,
     a: &Attempt,
-) -> Outcome<TokenSet> {
+) -> Result<TokenSet, UpstreamError> {
     let (t, username, password) = (tier.clone(), a.key.username.to_string(), a.password.clone());
     kc.call(&app.metrics, "password_grant", move || {
         t.client
@@ -330,9 +330,9 @@ async fn online_first(
 ) -> Result<LoginOk, AuthError> {
     let tier = kc.tier(&a.key.tenant);
     match password_grant(app, kc, &tier, a).await {
-        Outcome::Ok(tokens) => online_success(app, &tier, a, user, tokens).await,
-        Outcome::Rejected(r) => online_rejected(app, a, user, r).await,
-        Outcome::Unavailable(u) => offline_login(app, a, user, u).await,
+        Ok(tokens) => online_success(app, &tier, a, user, tokens).await,
+        Err(UpstreamError::Rejected(r)) => online_rejected(app, a, user, r).await,
+        Err(UpstreamError::Unavailable(u)) => offline_login(app, a, user, u).await,
     }
 }
 
