@@ -21,6 +21,7 @@ pub mod http;
 pub mod keycloak;
 pub mod maintenance;
 pub mod metrics;
+pub mod policy;
 pub mod serve;
 pub mod status;
 pub mod store;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::auth::session::flush_activity;
 use crate::store::StoreError;
 
 pub const TICK: Duration = Duration::from_secs(10);
@@ -27,7 +26,7 @@ pub struct Swept {
 
 /// One pass. Flushing activity and the clock floor share one transaction; the purges another.
 pub fn run_once(app: &App) -> Result<Swept, StoreError> {
-    let touched = flush_activity(app)?;
+    let touched = app.auth.flush_activity()?;
     let now = app.clock.now();
     let cfg = &app.config;
     let idle = cfg.auth.session_idle.as_secs();
@@ -43,8 +42,8 @@ pub fn run_once(app: &App) -> Result<Swept, StoreError> {
     })?;
     app.hasher.trim_idle(HASH_MEMORY_IDLE);
     // Refreshes the gauges, and logs alerts that started or ended.
-    let report = crate::status::report(app)?;
-    app.alert_log.observe(app, &report.alerts);
+    let report = app.status()?;
+    app.alert_log.observe(&app.metrics, &report.alerts);
     Ok(Swept {
         touched,
         sessions,

@@ -4,28 +4,30 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::App;
-use crate::clock::rfc3339;
+use crate::clock::{Clock, rfc3339};
+use crate::config::AlertsConfig;
 use crate::domain::AuthMode;
-use crate::store::StoreError;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 use crate::upstream::breaker::CircuitState;
-use crate::upstream::monitor::Mode;
-use std::time::{Duration, Instant};
+use crate::upstream::{KeycloakStatus, Mode, Upstream};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub mode: String,
     pub version: String,
     pub started_at: String,
-    pub keycloak: KeycloakStatus,
+    pub keycloak: KeycloakReport,
     pub sync: SyncStatus,
     pub sessions: SessionStatus,
     pub users: u64,
     pub alerts: Vec<Alert>,
 }
 
+/// The `keycloak` object of the report (its `status` is [`KeycloakStatus`] as a string).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeycloakStatus {
+pub struct KeycloakReport {
     pub status: String,
     pub available: bool,
     pub last_check: Option<String>,
@@ -69,10 +71,23 @@ pub struct Alert {
 /// "Expiring soon": sessions that end within this window.
 pub const EXPIRING_SOON_SECS: u64 = 3600;
 
-pub fn report(app: &App) -> Result<StatusReport, StoreError> {
-    let now = app.clock.now();
-    let idle = app.config.auth.session_idle.as_secs();
-    let (counts, users, queue, last_sync) = app.store.read(|r| {
+/// What the report is made from: the narrow parts, handed over by the composition root.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub store: &'a Store,
+    pub clock: &'a Clock,
+    pub upstream: &'a Upstream,
+    pub metrics: &'a Metrics,
+    pub alerts: &'a AlertsConfig,
+    /// `auth.session_idle`, in seconds.
+    pub session_idle: u64,
+    pub started_at: u64,
+}
+
+pub fn report(i: &Inputs) -> Result<StatusReport, StoreError> {
+    let now = i.clock.now();
+    let idle = i.session_idle;
+    let (counts, users, queue, last_sync) = i.store.read(|r| {
         Ok((
             r.session_counts(now, idle, EXPIRING_SOON_SECS)?,
             r.user_count()?,
@@ -85,14 +100,14 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
         (AuthMode::Cached, counts.cached),
         (AuthMode::Local, counts.local),
     ] {
-        app.metrics.set_active_sessions(mode, n);
+        i.metrics.set_active_sessions(mode, n);
     }
-    let alerts_cfg = &app.config.alerts;
+    let alerts_cfg = i.alerts;
     let mut alerts = Vec::new();
     // Live: ends once NTP sets the system clock right (design rule 7).
-    if let Some(behind) = app.clock.system_behind() {
+    if let Some(behind) = i.clock.system_behind() {
         let behind = humantime::format_duration(behind);
-        let (since, message) = match (app.clock.jump_back_at_start(), app.clock.keycloak_since()) {
+        let (since, message) = match (i.clock.jump_back_at_start(), i.clock.keycloak_since()) {
             (_, Some(t)) => (
                 t,
                 format!(
@@ -101,14 +116,14 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                 ),
             ),
             (Some(back), None) => (
-                app.started_at,
+                i.started_at,
                 format!(
                     "the system clock started {} behind the latest time the store saw and is {behind} behind the appliance's time; check NTP / RTC",
                     humantime::format_duration(back)
                 ),
             ),
             (None, None) => (
-                app.started_at,
+                i.started_at,
                 format!("the system clock went back: it is {behind} behind the appliance's time"),
             ),
         };
@@ -119,10 +134,10 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             message,
         });
     }
-    let (mode, keycloak) = match &app.keycloak {
+    let (mode, keycloak) = match i.upstream.view() {
         None => (
             Mode::Normal,
-            KeycloakStatus {
+            KeycloakReport {
                 status: "disabled".into(),
                 available: false,
                 last_check: None,
@@ -131,10 +146,8 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                 circuit: None,
             },
         ),
-        Some(kc) => {
-            let b = kc.breaker.view(Instant::now());
-            let h = kc.health.view();
-            let status = kc.health.status(&b);
+        Some(view) => {
+            let (b, h, status) = (view.breaker, view.health, view.status);
             let opened_at = b.open_for.map(|d| now.saturating_sub(d.as_secs()));
             if let Some(since) = h.offline_since
                 && now.saturating_sub(since) >= alerts_cfg.keycloak_down_after.as_secs()
@@ -166,7 +179,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                     message: format!("Keycloak refuses this appliance's client: {why}; check keycloak.client_id, the secret file and Direct Access Grants"),
                 });
             }
-            if let Some(p) = kc.admin_health.problem() {
+            if let Some(p) = view.admin_problem {
                 alerts.push(Alert {
                     name: "keycloak_admin_api".into(),
                     severity: "critical".into(),
@@ -177,7 +190,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                     ),
                 });
             }
-            if status == crate::upstream::monitor::KeycloakStatus::Offline
+            if status == KeycloakStatus::Offline
                 && counts.cached_expiring_soon > alerts_cfg.expiring_cached_sessions_over
             {
                 alerts.push(Alert {
@@ -192,9 +205,9 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             }
             (
                 status.mode(),
-                KeycloakStatus {
+                KeycloakReport {
                     status: status.as_str().into(),
-                    available: status == crate::upstream::monitor::KeycloakStatus::Online,
+                    available: status == KeycloakStatus::Online,
                     last_check: h.last_check.map(rfc3339),
                     last_success: h.last_success.map(rfc3339),
                     offline_since: h.offline_since.map(rfc3339),
@@ -233,7 +246,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
     Ok(StatusReport {
         mode: mode.as_str().into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        started_at: rfc3339(app.started_at),
+        started_at: rfc3339(i.started_at),
         keycloak,
         sync: SyncStatus {
             pending: queue.pending,
@@ -260,17 +273,17 @@ pub struct AlertLog {
 }
 
 impl AlertLog {
-    pub fn observe(&self, app: &App, alerts: &[Alert]) {
+    pub fn observe(&self, metrics: &Metrics, alerts: &[Alert]) {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         let now: std::collections::BTreeSet<String> =
             alerts.iter().map(|a| a.name.clone()).collect();
         for a in alerts.iter().filter(|a| !active.contains(&a.name)) {
             log::warn!("ALERT {} started ({}): {}", a.name, a.severity, a.message);
-            app.metrics.set_alert(&a.name, true);
+            metrics.set_alert(&a.name, true);
         }
         for gone in active.difference(&now) {
             log::info!("ALERT {gone} ended");
-            app.metrics.set_alert(gone, false);
+            metrics.set_alert(gone, false);
         }
         *active = now;
     }

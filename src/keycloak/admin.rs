@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::client::RawResponse;
+use super::client::{Endpoints, KeycloakClient, RawResponse};
 use super::outcome::{Rejection, Unavailable, UnavailableKind, UpstreamError};
 use crate::crypto::Secret;
-use crate::upstream::Tier;
 
 /// The profile fields a new Keycloak user gets. Keycloak 26's default user profile requires
 /// e-mail, first and last name: a user created without them cannot log in with a password
@@ -59,8 +58,11 @@ pub struct TokenCache {
     token: Mutex<Option<(Secret, Instant)>>,
 }
 
+/// The admin API of one realm: its client, its token endpoint and the service account's
+/// token cache (owned by the caller, `upstream::Upstream`).
 pub struct Admin<'a> {
-    tier: &'a Tier,
+    client: &'a KeycloakClient,
+    endpoints: Endpoints,
     cache: &'a TokenCache,
 }
 
@@ -155,12 +157,16 @@ fn enc(s: &str) -> String {
 }
 
 impl<'a> Admin<'a> {
-    pub fn new(tier: &'a Tier, cache: &'a TokenCache) -> Self {
-        Admin { tier, cache }
+    pub fn new(client: &'a KeycloakClient, endpoints: Endpoints, cache: &'a TokenCache) -> Self {
+        Admin {
+            client,
+            endpoints,
+            cache,
+        }
     }
 
     fn base(&self) -> String {
-        let s = self.tier.client.settings();
+        let s = self.client.settings();
         format!("{}/admin/realms/{}", s.server, enc(&s.realm))
     }
 
@@ -172,10 +178,7 @@ impl<'a> Admin<'a> {
         {
             return Ok(t.clone());
         }
-        let tokens = self
-            .tier
-            .client
-            .client_credentials(&self.tier.endpoints())?;
+        let tokens = self.client.client_credentials(&self.endpoints)?;
         let life = Duration::from_secs(tokens.expires_in.saturating_sub(10).max(5));
         let t = Secret::new(tokens.access_token);
         *slot = Some((t.clone(), Instant::now() + life));
@@ -193,7 +196,7 @@ impl<'a> Admin<'a> {
         let mut fresh = false;
         loop {
             let token = self.token(fresh)?;
-            let r = self.tier.client.send(method, &url, token.expose(), body)?;
+            let r = self.client.send(method, &url, token.expose(), body)?;
             if r.status == 401 && !fresh {
                 fresh = true;
                 continue;
@@ -204,7 +207,7 @@ impl<'a> Admin<'a> {
 
     fn refusal<T>(&self, method: &str, path: &str, r: &RawResponse) -> Result<T, UpstreamError> {
         Err(unexpected(
-            &self.tier.client.settings().client_id,
+            &self.client.settings().client_id,
             method,
             path,
             r,

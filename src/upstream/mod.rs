@@ -1,194 +1,42 @@
-//! The Keycloak tier: per-tenant clients, the shared breaker and health state, the persisted
-//! discovery document and JWKS, and the background monitor.
+//! Keycloak as a stateful dependency: the one component that knows whether Keycloak can be
+//! asked. It owns the per-tenant realm clients ([`realm`]), the circuit breaker ([`breaker`]),
+//! the health state and its background monitor ([`monitor`]), the admin side's own health and
+//! the service account's token. Every call returns `Result<T, UpstreamError>`: `Ok`,
+//! `Rejected` (Keycloak said no) or `Unavailable` (it could not be asked), design rule 1.
+//! [`Upstream::status`] is the one answer to "is Keycloak there" (keycloak_status and mode).
 //!
-//! Every login-side call (grants, refresh, logout) goes through [`Keycloak::call`]: the breaker
-//! decides whether to call at all, the call runs on the blocking pool bounded by
-//! `request_timeout`, and its outcome feeds the breaker (only outages count) and the metrics.
+//! * Login-side calls (password and refresh grants, logout) go through the breaker: it decides
+//!   whether to call at all, the call runs on the blocking pool bounded by `request_timeout`,
+//!   and its outcome feeds the breaker (only outages count) and the metrics.
+//! * Admin-side calls (sync replay, pull, provisioning) go through [`Upstream::admin`] (design
+//!   rule 9): they are not made while the circuit is open, but their outcome never feeds the
+//!   breaker, the health state or the mode. A refusal or an odd answer of the admin API is
+//!   recorded in [`AdminHealth`], which raises its own alert naming the endpoint and role.
 //!
-//! Admin-side calls (sync replay, pull, provisioning) go through [`Keycloak::admin_call`]
-//! instead (design rule 9): they are not made while the circuit is open, but their outcome never
-//! feeds the breaker, the health state or the mode. A refusal or an odd answer of the admin API
-//! is recorded in [`AdminHealth`], which raises its own alert naming the endpoint and permission.
+//! The protocol code it drives is stateless and lives in [`crate::keycloak`].
 
 pub mod breaker;
 pub mod monitor;
+pub mod realm;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::keycloak::admin;
-use crate::keycloak::client::{ClientSettings, Endpoints, KeycloakClient};
 pub use crate::keycloak::outcome::{Rejection, Unavailable, UnavailableKind, UpstreamError};
-use crate::keycloak::token::{self, AccessClaims, Jwks, VerifyError};
+pub use monitor::{HealthView, KeycloakStatus, Mode};
+pub use realm::{Identity, LoginApi, Realm};
 
-use crate::config::{Config, ConfigError};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, ResilienceConfig};
 use crate::crypto::Secret;
 use crate::domain::Tenant;
+use crate::keycloak::admin::{Admin, TokenCache};
+use crate::keycloak::client::TokenSet;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use breaker::{Admission, Breaker, BreakerConfig, CircuitState};
-use monitor::{Health, KeycloakStatus};
-
-/// One realm and client: what a tenant logs in against.
-#[derive(Debug)]
-pub struct Tier {
-    pub client: KeycloakClient,
-    endpoints: RwLock<Option<Endpoints>>,
-    jwks: RwLock<Jwks>,
-    kv_prefix: String,
-}
-
-fn read_secret(
-    path: Option<&std::path::Path>,
-    key: &str,
-    file: &str,
-) -> Result<Secret, ConfigError> {
-    let err = |message: String| ConfigError {
-        file: file.into(),
-        key: Some(key.into()),
-        message,
-    };
-    let path = path.ok_or_else(|| {
-        err("is required when keycloak.server is set (a file holding the client secret)".into())
-    })?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(err(format!("{} is empty", path.display())));
-    }
-    Ok(Secret::new(secret))
-}
-
-impl Tier {
-    fn new(settings: ClientSettings, store: &Store) -> Result<Self, String> {
-        let kv_prefix = format!("keycloak/{}/{}", settings.realm, settings.client_id);
-        let client = KeycloakClient::new(settings)?;
-        let endpoints = store
-            .read(|r| r.kv(&format!("{kv_prefix}/discovery")))
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<Endpoints>(&b).ok());
-        let jwks = store
-            .read(|r| r.kv(&format!("{kv_prefix}/jwks")))
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|doc| Jwks::parse(&doc))
-            .unwrap_or_default();
-        Ok(Tier {
-            client,
-            endpoints: RwLock::new(endpoints),
-            jwks: RwLock::new(jwks),
-            kv_prefix,
-        })
-    }
-
-    /// Discovered endpoints, or Keycloak's fixed layout until discovery has been fetched.
-    pub fn endpoints(&self) -> Endpoints {
-        self.endpoints
-            .read()
-            .ok()
-            .and_then(|e| e.clone())
-            .unwrap_or_else(|| {
-                let s = self.client.settings();
-                Endpoints::conventional(&s.server, &s.realm)
-            })
-    }
-
-    pub fn has_discovery(&self) -> bool {
-        self.endpoints.read().map(|e| e.is_some()).unwrap_or(false)
-    }
-
-    /// Fetches and persists the discovery document. Blocking.
-    pub fn refresh_discovery(&self, store: &Store) -> Result<(), UpstreamError> {
-        let ep = self
-            .client
-            .get_json::<Endpoints>(&self.client.discovery_url())?;
-        let bytes = serde_json::to_vec(&ep).unwrap_or_default();
-        if let Err(e) = store.write(|w| w.put_kv(&format!("{}/discovery", self.kv_prefix), &bytes))
-        {
-            log::warn!("cannot persist the discovery document: {e}");
-        }
-        if let Ok(mut slot) = self.endpoints.write() {
-            *slot = Some(ep);
-        }
-        Ok(())
-    }
-
-    /// Fetches and persists the JWKS. Blocking.
-    pub fn refresh_jwks(&self, store: &Store) -> Result<usize, UpstreamError> {
-        let doc = self
-            .client
-            .get_json::<serde_json::Value>(&self.endpoints().jwks_uri)?;
-        let jwks = Jwks::parse(&doc);
-        if jwks.is_empty() {
-            return Err(Unavailable::new(
-                UnavailableKind::Garbage,
-                "the JWKS holds no RSA signing key",
-            )
-            .into());
-        }
-        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-        if let Err(e) = store.write(|w| w.put_kv(&format!("{}/jwks", self.kv_prefix), &bytes)) {
-            log::warn!("cannot persist the JWKS: {e}");
-        }
-        let n = jwks.len();
-        if let Ok(mut slot) = self.jwks.write() {
-            *slot = jwks;
-        }
-        Ok(n)
-    }
-
-    /// Verifies an access token with the cached JWKS; an unknown kid refetches the JWKS once.
-    /// Blocking (it may fetch).
-    pub fn verify(
-        &self,
-        store: &Store,
-        metrics: &Metrics,
-        token: &str,
-    ) -> Result<AccessClaims, VerifyError> {
-        let issuer = self.endpoints().issuer;
-        let first = self
-            .jwks
-            .read()
-            .map(|j| j.verify(token, &issuer))
-            .unwrap_or(Err(VerifyError::UnknownKid(None)));
-        match first {
-            Err(VerifyError::UnknownKid(kid)) => {
-                metrics.jwks("miss");
-                match self.refresh_jwks(store) {
-                    Ok(_) => self
-                        .jwks
-                        .read()
-                        .map(|j| j.verify(token, &issuer))
-                        .unwrap_or(Err(VerifyError::UnknownKid(kid))),
-                    _ => Err(VerifyError::UnknownKid(kid)),
-                }
-            }
-            other => {
-                metrics.jwks("hit");
-                other
-            }
-        }
-    }
-
-    /// Claims of a token just received from the token endpoint: verified when the JWKS can be
-    /// had, else read from the authenticated TLS channel's answer (OIDC Core §3.1.3.7).
-    pub fn claims_from_token_endpoint(
-        &self,
-        store: &Store,
-        metrics: &Metrics,
-        token: &str,
-    ) -> Result<AccessClaims, VerifyError> {
-        match self.verify(store, metrics, token) {
-            Ok(c) => Ok(c),
-            Err(VerifyError::UnknownKid(_)) => token::claims_unverified(token),
-            Err(e) => Err(e),
-        }
-    }
-}
+use breaker::{Admission, Breaker, BreakerConfig, BreakerView, CircuitState};
+use monitor::Health;
 
 /// What the admin API (sync, pull, provisioning) last met that an operator must fix: a refusal
 /// (a missing realm-management role), a 5xx or an answer in an unexpected shape. Cleared by
@@ -234,137 +82,277 @@ impl AdminHealth {
     }
 }
 
-/// The whole tier: one breaker and health state for the Keycloak server, a client per tenant.
-#[derive(Debug)]
-pub struct Keycloak {
-    default: Arc<Tier>,
-    tenants: HashMap<String, Arc<Tier>>,
-    pub breaker: Breaker,
-    pub health: Health,
-    /// The service account's admin API token.
-    pub admin_tokens: admin::TokenCache,
-    /// The admin side's own health (design rule 9): never feeds the breaker or the mode.
-    pub admin_health: AdminHealth,
-    /// Wakes the health monitor when a call finds Keycloak unreachable before the monitor
-    /// did, so the monitor's quick retries (not its long interval) notice the return.
-    pub monitor_wakeup: tokio::sync::Notify,
+/// The narrow things the upstream uses.
+#[derive(Debug, Clone)]
+pub struct UpstreamDeps {
+    pub store: Arc<Store>,
+    pub clock: Arc<Clock>,
+    pub metrics: Arc<Metrics>,
+    /// Notified when the monitor sees Keycloak come back (it wakes the sync worker).
+    pub recovered: Arc<tokio::sync::Notify>,
 }
 
-impl Keycloak {
-    /// Builds the tier from `[keycloak]` and `[tenants.*]`; `None` when no server is configured.
-    pub fn from_config(
-        config: &Config,
-        store: &Store,
-        file: &str,
-    ) -> Result<Option<Keycloak>, ConfigError> {
-        let k = &config.keycloak;
-        let Some(server) = k.server.clone() else {
-            return Ok(None);
-        };
-        let r = &k.resilience;
-        let ca_pem = match &k.ca_file {
-            Some(p) => Some(std::fs::read(p).map_err(|e| ConfigError {
-                file: file.into(),
-                key: Some("keycloak.ca_file".into()),
-                message: format!("cannot read {}: {e}", p.display()),
-            })?),
-            None => None,
-        };
-        let settings = |realm: &str, client_id: &str, secret: Secret| ClientSettings {
-            server: server.trim_end_matches('/').to_owned(),
-            realm: realm.to_owned(),
-            client_id: client_id.to_owned(),
-            client_secret: secret,
-            health_url: k.health_url.clone(),
-            ca_pem: ca_pem.clone(),
-            proxy: k.proxy.clone(),
-            request_timeout: r.request_timeout.0,
-            health_timeout: r.health_check_timeout.0,
-        };
-        let bad = |key: &str, message: String| ConfigError {
-            file: file.into(),
-            key: Some(key.into()),
-            message,
-        };
-        let realm = k.realm.clone().unwrap_or_default();
-        let client_id = k.client_id.clone().unwrap_or_default();
-        let secret = read_secret(
-            k.client_secret_file.as_deref(),
-            "keycloak.client_secret_file",
-            file,
-        )?;
-        let default = Tier::new(settings(&realm, &client_id, secret.clone()), store)
-            .map_err(|m| bad("keycloak", m))?;
+enum Realms {
+    /// No Keycloak is configured: local users only, keycloak_status `disabled`.
+    None,
+    Keycloak {
+        default: Arc<Realm>,
+        tenants: HashMap<String, Arc<Realm>>,
+    },
+    /// In-process tests: the login side answers from a script; there is no admin side.
+    Scripted(Arc<dyn LoginApi>),
+}
+
+/// What the status report shows of the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamView {
+    pub status: KeycloakStatus,
+    pub health: HealthView,
+    pub breaker: BreakerView,
+    pub admin_problem: Option<AdminProblem>,
+}
+
+pub struct Upstream {
+    realms: Realms,
+    breaker: Breaker,
+    health: Health,
+    /// The service account's admin API token.
+    admin_tokens: Arc<TokenCache>,
+    /// The admin side's own health (design rule 9): never feeds the breaker or the mode.
+    admin_health: AdminHealth,
+    /// Wakes the health monitor when a call finds Keycloak unreachable before the monitor
+    /// did, so the monitor's quick retries (not its long interval) notice the return.
+    monitor_wakeup: tokio::sync::Notify,
+    recovered: Arc<tokio::sync::Notify>,
+    health_interval: Duration,
+    clock: Arc<Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the upstream from `[keycloak]` and `[tenants.*]`; without a server it is
+    /// disabled (local users only).
+    pub fn from_config(config: &Config, deps: UpstreamDeps) -> Result<Self, ConfigError> {
+        let mut default = None;
         let mut tenants = HashMap::new();
-        for (name, t) in &config.tenants {
-            let key = format!("tenants.{name}.client_secret_file");
-            let secret = match &t.client_secret_file {
-                Some(p) => read_secret(Some(p), &key, file)?,
-                None => secret.clone(),
-            };
-            let tier = Tier::new(
-                settings(
-                    t.realm.as_deref().unwrap_or(&realm),
-                    t.client_id.as_deref().unwrap_or(&client_id),
-                    secret,
-                ),
-                store,
-            )
-            .map_err(|m| bad(&format!("tenants.{name}"), m))?;
-            tenants.insert(name.clone(), Arc::new(tier));
+        for (name, settings) in realm::settings(config)? {
+            let realm = Realm::new(settings, deps.store.clone(), deps.metrics.clone()).map_err(
+                |message| ConfigError {
+                    file: config.origin.clone(),
+                    key: Some(
+                        name.as_ref()
+                            .map_or("keycloak".into(), |n| format!("tenants.{n}")),
+                    ),
+                    message,
+                },
+            )?;
+            match name {
+                None => default = Some(Arc::new(realm)),
+                Some(n) => {
+                    tenants.insert(n, Arc::new(realm));
+                }
+            }
         }
-        Ok(Some(Keycloak {
-            default: Arc::new(default),
-            tenants,
+        let realms = match default {
+            Some(default) => Realms::Keycloak { default, tenants },
+            None => Realms::None,
+        };
+        Ok(Self::new(realms, &config.keycloak.resilience, deps))
+    }
+
+    /// An upstream whose login side answers from `script` (in-process tests of the login
+    /// decisions), with the real breaker and health state.
+    pub fn scripted(
+        script: Arc<dyn LoginApi>,
+        resilience: &ResilienceConfig,
+        deps: UpstreamDeps,
+    ) -> Self {
+        Self::new(Realms::Scripted(script), resilience, deps)
+    }
+
+    fn new(realms: Realms, r: &ResilienceConfig, deps: UpstreamDeps) -> Self {
+        Upstream {
+            realms,
             breaker: Breaker::new(BreakerConfig {
                 failure_threshold: r.failure_threshold,
                 cooldown: r.cooldown.0,
                 half_open_timeout: r.half_open_timeout.0,
             }),
             health: Health::default(),
-            admin_tokens: admin::TokenCache::default(),
+            admin_tokens: Arc::default(),
             admin_health: AdminHealth::default(),
             monitor_wakeup: tokio::sync::Notify::new(),
-        }))
+            recovered: deps.recovered,
+            health_interval: r.health_check_interval.0,
+            clock: deps.clock,
+            metrics: deps.metrics,
+        }
     }
 
-    pub fn tier(&self, tenant: &Tenant) -> Arc<Tier> {
-        self.tenants
-            .get(tenant.as_str())
-            .cloned()
-            .unwrap_or_else(|| self.default.clone())
+    /// Is a Keycloak configured at all?
+    pub fn enabled(&self) -> bool {
+        !matches!(self.realms, Realms::None)
     }
 
-    pub fn tiers(&self) -> impl Iterator<Item = &Arc<Tier>> {
-        std::iter::once(&self.default).chain(self.tenants.values())
-    }
-
+    /// keycloak_status (design §4), from the monitor's probes and the breaker; its
+    /// [`KeycloakStatus::mode`] is the appliance's mode.
     pub fn status(&self) -> KeycloakStatus {
+        if !self.enabled() {
+            return KeycloakStatus::Disabled;
+        }
         self.health.status(&self.breaker.view(Instant::now()))
     }
 
-    /// Makes one admin-API call on the blocking pool (design rule 9). No call is made while the
-    /// circuit is open (the login side found Keycloak unreachable), but the outcome never counts
-    /// against the breaker, the health state or the mode: an admin refusal, 5xx or odd answer is
-    /// recorded in [`AdminHealth`] (an alert); a transport failure only wakes the monitor, whose
-    /// probe decides. `kind` labels the metrics; `now` dates a new problem.
-    pub async fn admin_call<T: Send + 'static>(
-        &self,
-        metrics: &Metrics,
-        kind: &'static str,
-        now: u64,
-        f: impl FnOnce() -> Result<T, UpstreamError> + Send + 'static,
-    ) -> Result<T, UpstreamError> {
-        if self.breaker.view(Instant::now()).state == CircuitState::Open {
-            metrics.keycloak_call(kind, "circuit_open", None);
-            return Err(UpstreamError::Unavailable(Unavailable::new(
-                UnavailableKind::CircuitOpen,
-                "the circuit breaker is open",
-            )));
+    /// The health, breaker and admin side as the status report shows them; `None` when no
+    /// Keycloak is configured.
+    pub fn view(&self) -> Option<UpstreamView> {
+        if !self.enabled() {
+            return None;
         }
+        let breaker = self.breaker.view(Instant::now());
+        Some(UpstreamView {
+            status: self.health.status(&breaker),
+            health: self.health.view(),
+            breaker,
+            admin_problem: self.admin_health.problem(),
+        })
+    }
+
+    fn login_api(&self, tenant: &Tenant) -> Option<Arc<dyn LoginApi>> {
+        match &self.realms {
+            Realms::None => None,
+            Realms::Keycloak { .. } => self.realm(tenant).map(|r| r as Arc<dyn LoginApi>),
+            Realms::Scripted(s) => Some(s.clone()),
+        }
+    }
+
+    fn realm(&self, tenant: &Tenant) -> Option<Arc<Realm>> {
+        match &self.realms {
+            Realms::Keycloak { default, tenants } => Some(
+                tenants
+                    .get(tenant.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| default.clone()),
+            ),
+            _ => None,
+        }
+    }
+
+    fn realms(&self) -> Vec<Arc<Realm>> {
+        match &self.realms {
+            Realms::Keycloak { default, tenants } => std::iter::once(default)
+                .chain(tenants.values())
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Adopts Keycloak's clock from the `iat` of tokens it has just issued (design rule 7).
+    fn observe_time(&self, tokens: &TokenSet) {
+        if let Some(iat) = crate::keycloak::token::issued_at(&tokens.access_token) {
+            self.clock.observe_keycloak(iat);
+        }
+    }
+
+    /// The password grant: does Keycloak accept this user's password now?
+    pub async fn password_grant(
+        &self,
+        tenant: &Tenant,
+        username: &str,
+        password: &Secret,
+    ) -> Result<TokenSet, UpstreamError> {
+        let api = self.login_api(tenant).ok_or_else(not_configured)?;
+        let (u, p) = (username.to_owned(), password.clone());
+        let tokens = self
+            .call("password_grant", move || api.password_grant(&u, &p))
+            .await?;
+        self.observe_time(&tokens);
+        Ok(tokens)
+    }
+
+    /// Renews a session's tokens.
+    pub async fn refresh_grant(
+        &self,
+        tenant: &Tenant,
+        refresh_token: String,
+    ) -> Result<TokenSet, UpstreamError> {
+        let api = self.login_api(tenant).ok_or_else(not_configured)?;
+        let tokens = self
+            .call("refresh_grant", move || api.refresh_grant(&refresh_token))
+            .await?;
+        self.observe_time(&tokens);
+        Ok(tokens)
+    }
+
+    /// Ends the Keycloak session behind a site session.
+    pub async fn end_session(
+        &self,
+        tenant: &Tenant,
+        refresh_token: String,
+    ) -> Result<(), UpstreamError> {
+        let api = self.login_api(tenant).ok_or_else(not_configured)?;
+        self.call("logout", move || api.end_session(&refresh_token))
+            .await
+    }
+
+    /// Roles and groups from an access token just received from Keycloak (a login or a
+    /// refresh): the one source of a Keycloak user's roles and groups (design rule 9). `None`
+    /// when the token cannot be read, and the stored roles stay.
+    pub async fn identity(&self, tenant: &Tenant, tokens: &TokenSet) -> Option<Identity> {
+        let api = self.login_api(tenant)?;
+        let access = tokens.access_token.clone();
+        let read = tokio::task::spawn_blocking(move || api.identity(&access)).await;
+        match read {
+            Ok(Ok(identity)) => Some(identity),
+            Ok(Err(e)) => {
+                log::warn!(
+                    "Keycloak's access token for a user of {tenant} could not be read ({e}); keeping the stored roles"
+                );
+                None
+            }
+            Err(e) => {
+                log::warn!(
+                    "reading Keycloak's access token failed ({e}); keeping the stored roles"
+                );
+                None
+            }
+        }
+    }
+
+    /// Makes one admin-API call for `tenant`'s realm on the blocking pool (design rule 9). No
+    /// call is made while the circuit is open (the login side found Keycloak unreachable), but
+    /// the outcome never counts against the breaker, the health state or the mode: an admin
+    /// refusal, 5xx or odd answer is recorded in [`AdminHealth`] (an alert); a transport
+    /// failure only wakes the monitor, whose probe decides. `kind` labels the metrics.
+    pub async fn admin<T: Send + 'static>(
+        &self,
+        kind: &'static str,
+        tenant: &Tenant,
+        f: impl FnOnce(&Admin) -> Result<T, UpstreamError> + Send + 'static,
+    ) -> Result<T, UpstreamError> {
+        let realm = self.realm(tenant).ok_or_else(not_configured)?;
+        if self.breaker.view(Instant::now()).state == CircuitState::Open {
+            self.metrics.keycloak_call(kind, "circuit_open", None);
+            return Err(circuit_open());
+        }
+        let tokens = self.admin_tokens.clone();
         let started = Instant::now();
-        let out = Self::run_blocking(f).await;
-        metrics.keycloak_call(kind, out_label(&out), Some(started.elapsed()));
+        let out = run_blocking(move || {
+            let admin = Admin::new(&realm.client, realm.endpoints(), &tokens);
+            f(&admin)
+        })
+        .await;
+        self.metrics
+            .keycloak_call(kind, label(&out), Some(started.elapsed()));
         match &out {
             Ok(_) | Err(UpstreamError::Rejected(_)) => {
                 if self.admin_health.clear() {
@@ -375,7 +363,7 @@ impl Keycloak {
                 UnavailableKind::Misconfigured
                 | UnavailableKind::Garbage
                 | UnavailableKind::Status => {
-                    if self.admin_health.set(&u.detail, now) {
+                    if self.admin_health.set(&u.detail, self.clock.now()) {
                         log::warn!(
                             "Keycloak admin API ({kind}): {u}; logins are not affected, queued changes and the pull wait"
                         );
@@ -392,37 +380,21 @@ impl Keycloak {
         out
     }
 
-    async fn run_blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T, UpstreamError> + Send + 'static,
-    ) -> Result<T, UpstreamError> {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(o) => o,
-            Err(e) => Err(UpstreamError::Unavailable(Unavailable::new(
-                UnavailableKind::Connect,
-                format!("call aborted: {e}"),
-            ))),
-        }
-    }
-
     /// Makes one login-side call through the breaker on the blocking pool. `kind` labels the
     /// metrics.
-    pub async fn call<T: Send + 'static>(
+    async fn call<T: Send + 'static>(
         &self,
-        metrics: &Metrics,
         kind: &'static str,
         f: impl FnOnce() -> Result<T, UpstreamError> + Send + 'static,
     ) -> Result<T, UpstreamError> {
-        let admission = self.breaker.admit(Instant::now());
-        if admission == Admission::Refused {
-            metrics.keycloak_call(kind, "circuit_open", None);
-            return Err(UpstreamError::Unavailable(Unavailable::new(
-                UnavailableKind::CircuitOpen,
-                "the circuit breaker is open",
-            )));
+        if self.breaker.admit(Instant::now()) == Admission::Refused {
+            self.metrics.keycloak_call(kind, "circuit_open", None);
+            return Err(circuit_open());
         }
         let started = Instant::now();
-        let out = Self::run_blocking(f).await;
-        metrics.keycloak_call(kind, out_label(&out), Some(started.elapsed()));
+        let out = run_blocking(f).await;
+        self.metrics
+            .keycloak_call(kind, label(&out), Some(started.elapsed()));
         match &out {
             Ok(_) | Err(UpstreamError::Rejected(_)) => {
                 self.breaker.success();
@@ -448,10 +420,28 @@ impl Keycloak {
     }
 }
 
-fn out_label<T>(out: &Result<T, UpstreamError>) -> &'static str {
+fn not_configured() -> UpstreamError {
+    Unavailable::new(UnavailableKind::Misconfigured, "no Keycloak is configured").into()
+}
+
+fn circuit_open() -> UpstreamError {
+    Unavailable::new(UnavailableKind::CircuitOpen, "the circuit breaker is open").into()
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, UpstreamError> + Send + 'static,
+) -> Result<T, UpstreamError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(o) => o,
+        Err(e) => {
+            Err(Unavailable::new(UnavailableKind::Connect, format!("call aborted: {e}")).into())
+        }
+    }
+}
+
+fn label<T>(out: &Result<T, UpstreamError>) -> &'static str {
     match out {
         Ok(_) => "ok",
-        Err(UpstreamError::Rejected(_)) => "rejected",
-        Err(UpstreamError::Unavailable(u)) => u.kind.as_str(),
+        Err(e) => e.label(),
     }
 }
