@@ -230,6 +230,17 @@ impl super::Upstream {
             let _ = self.probe_now().await;
         }
     }
+
+    /// Test support: what the monitor would have found.
+    #[cfg(test)]
+    pub(crate) fn set_reachable(&self, reachable: bool, now: u64) {
+        if reachable {
+            self.health.reachable(now);
+            self.breaker.success();
+        } else {
+            self.health.unreachable(now, "scripted".into());
+        }
+    }
 }
 
 /// Fetches discovery and JWKS for every realm that lacks them (cold start, first contact).

@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 mod local_first;
 mod offline;
+#[cfg(test)]
+mod tests;
 
 use super::{Attempt, Auth, AuthError, Client, check_password_input, user_key};
 use crate::config::AuthOrder;
