@@ -1,7 +1,7 @@
 //! The Keycloak admin REST API, as the service account of edgeauth's client sees it
 //! (client_credentials; realm-management roles `view-users` and `manage-users`, and nothing
 //! else: [`needed_role`] is the one home of which call needs which). Used by the sync queue's
-//! replay, the pull sync and provisioning, always through `Keycloak::admin_call`, so that none
+//! replay, the pull sync and provisioning, always through `upstream::Upstream::admin`, so that none
 //! of its answers touches the login side (design rule 9). Every method is blocking and ends in
 //! a `Result<T, UpstreamError>`: 5xx and transport failures are Unavailable; a 401/403 that survives a fresh
 //! token means the service account lacks a role, which is a misconfiguration that names the

@@ -81,7 +81,7 @@ impl Auth {
         result
     }
 
-    /// Which tier answers: regulation first, then local users (or no Keycloak) from the
+    /// Which path answers: regulation first, then local users (or no Keycloak) from the
     /// local hash, Keycloak users in `auth.order`.
     async fn decide(self: &Arc<Self>, a: &Attempt) -> Result<LoginOk, AuthError> {
         let user = self.admit(a).await?;
