@@ -95,6 +95,31 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 /// Runs one operator command against an open appliance.
 pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
     match req {
+        AdminRequest::UserAdd { .. }
+        | AdminRequest::UserList { .. }
+        | AdminRequest::UserShow { .. }
+        | AdminRequest::UserSetEnabled { .. }
+        | AdminRequest::UserRemove { .. }
+        | AdminRequest::UserPasswd { .. }
+        | AdminRequest::UserGroup { .. } => user(app, req).await,
+        AdminRequest::SyncOnce
+        | AdminRequest::SyncList
+        | AdminRequest::SyncRetry { .. }
+        | AdminRequest::SyncDrop { .. } => sync(app, req).await,
+        AdminRequest::Status
+        | AdminRequest::DbCheck
+        | AdminRequest::DbBackup { .. }
+        | AdminRequest::Audit { .. } => ops(app, req).await,
+    }
+}
+
+fn misrouted() -> AppError {
+    AppError::Runtime("an admin request reached the wrong handler".into())
+}
+
+/// `edgeauth user ...`
+async fn user(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
+    match req {
         AdminRequest::UserAdd {
             tenant,
             username,
@@ -169,6 +194,13 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
                 .await?;
             Ok(json!({"groups": groups}))
         }
+        _ => Err(misrouted()),
+    }
+}
+
+/// `edgeauth sync ...`
+async fn sync(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
+    match req {
         AdminRequest::SyncOnce => {
             if !app.upstream.enabled() {
                 return Err(AppError::Usage(
@@ -262,6 +294,13 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
                 }
             }
         }
+        _ => Err(misrouted()),
+    }
+}
+
+/// `edgeauth status`, `db ...`, `audit`.
+async fn ops(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
+    match req {
         AdminRequest::Status => {
             let a = app.clone();
             let r = blocking(move || a.status().map_err(AppError::from)).await?;
@@ -299,6 +338,7 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
                     .collect(),
             ))
         }
+        _ => Err(misrouted()),
     }
 }
 
