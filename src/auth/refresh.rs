@@ -84,30 +84,7 @@ impl Auth {
             let out = self.upstream.refresh_grant(&key.tenant, refresh).await;
             let now = self.clock.now();
             match out {
-                Ok(tokens) => {
-                    let sealed = self.tokens.seal(&key, &tokens, now);
-                    let identity = self.upstream.identity(&key.tenant, &tokens).await;
-                    let k = key.clone();
-                    self.write(move |w| {
-                        if let Some(mut s) = w.session(&digest)?
-                            && s.revoked_at.is_none()
-                        {
-                            s.keycloak = Some(sealed);
-                            w.insert_session(&digest, &s)?;
-                        }
-                        if let Some(mut u) = w.user(&k)? {
-                            u.tokens_at = Some(now);
-                            if let Some(id) = identity {
-                                u.roles = id.roles;
-                                u.groups = id.groups;
-                            }
-                            w.put_user(&u)?;
-                        }
-                        Ok(())
-                    })
-                    .await?;
-                    log::debug!("tokens of a session of {key} renewed");
-                }
+                Ok(tokens) => self.renewed(digest, &key, tokens, now).await?,
                 Err(UpstreamError::Rejected(r)) => {
                     self.write(move |w| {
                         w.revoke_session(&digest, RevokeReason::KeycloakRejected, now)
@@ -123,6 +100,39 @@ impl Auth {
                 Err(UpstreamError::Unavailable(_)) => break,
             }
         }
+        Ok(())
+    }
+
+    /// Stores a session's renewed tokens, and the user's roles and groups from them.
+    async fn renewed(
+        &self,
+        digest: crate::crypto::SessionDigest,
+        key: &crate::domain::UserKey,
+        tokens: crate::keycloak::client::TokenSet,
+        now: u64,
+    ) -> Result<(), AuthError> {
+        let sealed = self.tokens.seal(key, &tokens, now);
+        let identity = self.upstream.identity(&key.tenant, &tokens).await;
+        let k = key.clone();
+        self.write(move |w| {
+            if let Some(mut s) = w.session(&digest)?
+                && s.revoked_at.is_none()
+            {
+                s.keycloak = Some(sealed);
+                w.insert_session(&digest, &s)?;
+            }
+            if let Some(mut u) = w.user(&k)? {
+                u.tokens_at = Some(now);
+                if let Some(id) = identity {
+                    u.roles = id.roles;
+                    u.groups = id.groups;
+                }
+                w.put_user(&u)?;
+            }
+            Ok(())
+        })
+        .await?;
+        log::debug!("tokens of a session of {key} renewed");
         Ok(())
     }
 }
