@@ -232,9 +232,12 @@ impl Auth {
                 Ok(retry)
             })
             .await?;
+        let what = match a.event {
+            AuditEvent::PasswordChange => "password change",
+            _ => "login",
+        };
         log::debug!(
-            "{:?} failed user={} tenant={} outcome={outcome}",
-            a.event,
+            "{what} failed user={} tenant={} outcome={outcome}",
             a.key.username,
             a.key.tenant
         );
