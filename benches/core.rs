@@ -17,8 +17,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use criterion::{Criterion, criterion_group, criterion_main};
 use edgeauth::app::App;
 use edgeauth::auth::Client;
-use edgeauth::auth::login::{LoginRequest, login};
-use edgeauth::auth::session::{SessionCheck, validate};
+use edgeauth::auth::login::LoginRequest;
+use edgeauth::auth::session::SessionCheck;
 use edgeauth::config::Config;
 use edgeauth::crypto::Secret;
 
@@ -29,19 +29,16 @@ fn app(dir: &std::path::Path) -> Arc<App> {
 }
 
 fn add_user(rt: &tokio::runtime::Runtime, app: &Arc<App>, name: &str, password: &str) {
-    use edgeauth::auth::accounts::{NewUser, add};
+    use edgeauth::auth::accounts::NewUser;
     use edgeauth::domain::{Source, Tenant, UserKey, Username};
-    rt.block_on(add(
-        app,
-        NewUser {
-            key: UserKey::new(Tenant::default_tenant(), Username::parse(name).unwrap()),
-            profile: Default::default(),
-            roles: vec!["staff".into()],
-            groups: vec![],
-            source: Source::Local,
-            password: Secret::new(password),
-        },
-    ))
+    rt.block_on(app.auth.add(NewUser {
+        key: UserKey::new(Tenant::default_tenant(), Username::parse(name).unwrap()),
+        profile: Default::default(),
+        roles: vec!["staff".into()],
+        groups: vec![],
+        source: Source::Local,
+        password: Secret::new(password),
+    }))
     .expect("add user");
 }
 
@@ -59,15 +56,14 @@ fn bench_session_validation(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     add_user(&rt, &app, "bench", "bench-password");
     let ok = rt
-        .block_on(login(
-            &app,
-            request("bench", "bench-password"),
-            Client { ip: None },
-        ))
+        .block_on(
+            app.auth
+                .login(request("bench", "bench-password"), Client { ip: None }),
+        )
         .unwrap();
     let sid = ok.session_id.expose().to_owned();
     c.bench_function("session_validation_in_process", |b| {
-        b.iter(|| match validate(&app, &sid).unwrap() {
+        b.iter(|| match app.auth.validate(&sid).unwrap() {
             SessionCheck::Valid(v) => v,
             SessionCheck::Invalid(r) => panic!("{r:?}"),
         })
@@ -111,11 +107,10 @@ fn bench_login_vs_argon2(c: &mut Criterion) {
     });
     g.bench_function("edgeauth_login", |b| {
         b.iter(|| {
-            rt.block_on(login(
-                &app,
-                request("bench", "bench-password"),
-                Client { ip: None },
-            ))
+            rt.block_on(
+                app.auth
+                    .login(request("bench", "bench-password"), Client { ip: None }),
+            )
             .unwrap()
         })
     });

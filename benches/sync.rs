@@ -89,7 +89,7 @@ fn main() {
                 let payload = edgeauth::sync::Payload::PasswordChange {
                     password: Secret::new("new-password-2"),
                 };
-                edgeauth::sync::enqueue(&app, w, &key, &payload, now)?;
+                app.sync.queue().enqueue(w, &key, &payload, now)?;
             }
             Ok(())
         })

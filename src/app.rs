@@ -1,18 +1,25 @@
-//! The assembled appliance: config, store, hasher, clock, metrics and the activity map,
-//! opened once and shared by the HTTP server, the admin socket and the maintenance task.
+//! The composition root: opens the store and the sealing key, builds the leaf parts (clock,
+//! hasher, metrics), then the services, handing each only the narrow things it uses:
+//! [`Upstream`] (Keycloak), [`Auth`] (logins, sessions, passwords, accounts, the refresher) and
+//! [`Syncer`] (the sync queue and its worker). Only the top sees `App`: `serve`, `cli`, `http`,
+//! `admin` and the background task runners (`maintenance`). No domain module imports it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::auth::session::Activity;
+use crate::auth::tokens::TokenVault;
+use crate::auth::{Auth, AuthParts};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::crypto::{Hasher, SEAL_KEY_FILE, Sealer};
 use crate::error::AppError;
-use crate::keycloak::Keycloak;
 use crate::metrics::Metrics;
-use crate::store::backup::{SnapshotInfo, key_id_hex, list_snapshots};
+use crate::policy::Policy;
+use crate::status::{AlertLog, StatusReport};
+use crate::store::backup::{key_id_hex, list_snapshots};
 use crate::store::{DB_FILE, Store, StoreError};
+use crate::sync::{Queue, Syncer, SyncerParts};
+use crate::upstream::{Upstream, UpstreamDeps};
 
 #[derive(Debug)]
 pub struct App {
@@ -21,35 +28,28 @@ pub struct App {
     pub hasher: Hasher,
     pub clock: Arc<Clock>,
     pub metrics: Arc<Metrics>,
-    pub activity: Arc<Activity>,
-    /// The Keycloak tier; `None` when no Keycloak is configured (local users only).
-    pub keycloak: Option<Arc<Keycloak>>,
-    pub alert_log: crate::status::AlertLog,
+    /// Keycloak as a dependency (disabled when none is configured: local users only).
+    pub upstream: Arc<Upstream>,
+    pub auth: Arc<Auth>,
+    pub sync: Arc<Syncer>,
+    pub alert_log: AlertLog,
     /// Set when a proxy on this box is not named in `server.trusted_proxies` (an alert).
     pub local_proxy: crate::http::extract::LocalProxyHint,
-    /// Wakes the sync worker (Keycloak came back, or an operator asked).
-    pub sync_wakeup: tokio::sync::Notify,
-    /// Seals Keycloak tokens and queued passwords at rest (used by the Keycloak tier).
+    /// Seals Keycloak tokens and queued passwords at rest; its id names the snapshots.
     pub sealer: Sealer,
     pub started_at: u64,
     /// The newest good snapshot and the last snapshot failure, for status.
     pub snapshots: std::sync::Mutex<SnapshotState>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct SnapshotState {
-    pub last_good: Option<SnapshotInfo>,
-    pub kept: usize,
-    /// When the last attempt failed, and why (cleared by the next good one).
-    pub last_error: Option<(u64, String)>,
-}
+pub use crate::store::backup::SnapshotState;
 
 impl App {
     /// Opens the data dir: the database and its sealing key. Both are made only on the first
     /// start, when the data dir holds neither; any other missing, empty or mismatched file
     /// is refused with the file named and the restore command.
     pub fn open(config: Config) -> Result<Arc<App>, AppError> {
-        crate::keycloak::preflight(&config, &config.origin)?;
+        crate::upstream::realm::preflight(&config, &config.origin)?;
         let (store, sealer) = open_data_dir(&config)?;
         Self::assemble(config, store, sealer)
     }
@@ -73,28 +73,59 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let m = metrics.clone();
         let hasher = Hasher::new(&config.argon2)
-            .map_err(|e| {
-                AppError::Config(crate::config::ConfigError {
-                    file: "argon2".into(),
-                    key: Some("argon2".into()),
-                    message: e.to_string(),
-                })
+            .map_err(|e| ConfigError {
+                file: config.origin.clone(),
+                key: Some("argon2".into()),
+                message: e.to_string(),
             })?
             .with_wait_observer(Arc::new(move |d| m.argon2_wait(d)));
-        let keycloak = Keycloak::from_config(&config, &store, &config.origin)?.map(Arc::new);
         let started_at = clock.now();
+        let (store, clock) = (Arc::new(store), Arc::new(clock));
+        let sync_wakeup = Arc::new(tokio::sync::Notify::new());
+        let upstream = Arc::new(Upstream::from_config(
+            &config,
+            UpstreamDeps {
+                store: store.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                recovered: sync_wakeup.clone(),
+            },
+        )?);
+        let sealer_for_app = sealer.clone();
+        let queue = Queue::new(sealer.clone());
+        let auth = Arc::new(Auth::new(AuthParts {
+            store: store.clone(),
+            clock: clock.clone(),
+            hasher: hasher.clone(),
+            tokens: TokenVault::new(sealer, config.keycloak.resilience.cache_tokens),
+            policy: Arc::new(Policy::from_config(&config)),
+            upstream: upstream.clone(),
+            metrics: metrics.clone(),
+            queue: queue.clone(),
+            settings: crate::auth::Settings::from_config(&config),
+        }));
+        let sync = Arc::new(Syncer::new(SyncerParts {
+            store: store.clone(),
+            clock: clock.clone(),
+            hasher: hasher.clone(),
+            queue,
+            upstream: upstream.clone(),
+            metrics: metrics.clone(),
+            config: config.keycloak.sync.clone(),
+            wakeup: sync_wakeup,
+        }));
         Ok(Arc::new(App {
             config: Arc::new(config),
-            store: Arc::new(store),
+            store,
             hasher,
-            clock: Arc::new(clock),
+            clock,
             metrics,
-            activity: Arc::new(Activity::default()),
-            keycloak,
-            alert_log: Default::default(),
+            upstream,
+            auth,
+            sync,
+            alert_log: AlertLog::default(),
             local_proxy: Default::default(),
-            sync_wakeup: tokio::sync::Notify::new(),
-            sealer,
+            sealer: sealer_for_app,
             started_at,
             snapshots: std::sync::Mutex::new(snapshots),
         }))
@@ -102,6 +133,32 @@ impl App {
 
     pub fn data_dir(&self) -> &PathBuf {
         &self.config.server.data_dir
+    }
+
+    /// The status report (`GET /api/v1/status`, `edgeauth status`, the maintenance pass).
+    pub fn status(&self) -> Result<StatusReport, StoreError> {
+        crate::status::report(&crate::status::Inputs {
+            store: &self.store,
+            clock: &self.clock,
+            upstream: &self.upstream,
+            metrics: &self.metrics,
+            alerts: &self.config.alerts,
+            session_idle: self.config.auth.session_idle.as_secs(),
+            started_at: self.started_at,
+            snapshots: self
+                .snapshots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            snapshot_dir: self
+                .config
+                .backup
+                .snapshot_dir(self.data_dir())
+                .display()
+                .to_string(),
+            restore_hint: restore_hint(&self.config),
+            local_proxy_since: self.local_proxy.since(),
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use crate::auth::accounts::AccountError;
 use crate::config::ConfigError;
 use crate::crypto::KeyError;
 use crate::store::StoreError;
+use crate::sync::SyncError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -46,6 +47,16 @@ impl From<AccountError> for AppError {
         match e {
             AccountError::Auth(a) => a.into(),
             other => AppError::Refused(other.to_string()),
+        }
+    }
+}
+
+impl From<SyncError> for AppError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Store(s) => AppError::Store(s),
+            SyncError::NotConfigured => AppError::Usage(e.to_string()),
+            SyncError::Internal(m) => AppError::Runtime(m),
         }
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::auth::session::flush_activity;
 use crate::store::StoreError;
 use crate::store::backup::{SnapshotInfo, list_snapshots};
 
@@ -32,13 +31,13 @@ pub fn run_once(app: &App) -> Result<Swept, StoreError> {
     let swept = sweep(app);
     // Refreshes the gauges, and logs alerts that started or ended (also when the sweep failed:
     // a storage fault is one of them).
-    let report = crate::status::report(app)?;
-    app.alert_log.observe(app, &report.alerts);
+    let report = app.status()?;
+    app.alert_log.observe(&app.metrics, &report.alerts);
     swept
 }
 
 fn sweep(app: &App) -> Result<Swept, StoreError> {
-    let touched = flush_activity(app)?;
+    let touched = app.auth.flush_activity()?;
     let now = app.clock.now();
     let cfg = &app.config;
     let idle = cfg.auth.session_idle.as_secs();
@@ -165,8 +164,8 @@ pub async fn recover(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>
                 wait = RECOVER_FIRST;
                 let a = app.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    if let Ok(r) = crate::status::report(&a) {
-                        a.alert_log.observe(&a, &r.alerts);
+                    if let Ok(r) = a.status() {
+                        a.alert_log.observe(&a.metrics, &r.alerts);
                     }
                 })
                 .await;

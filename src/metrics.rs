@@ -232,30 +232,21 @@ impl Metrics {
     }
 
     /// Counts one sync cycle and what it did.
-    pub fn sync_cycle(&self, r: &crate::sync::CycleReport) {
-        let result = if r.error.is_some() {
-            "cut_short"
-        } else {
-            "complete"
-        };
+    /// One sync cycle: whether it was cut short, the items per result (`replayed`,
+    /// `superseded`, `failed`, `dead`, `disabled`) and the items still open.
+    pub fn sync_cycle(&self, cut_short: bool, items: &[(&'static str, u64)], open: u64) {
+        let result = if cut_short { "cut_short" } else { "complete" };
         self.sync_cycles
             .get_or_create(&ResultLabels { result })
             .inc();
-        for (result, n) in [
-            ("replayed", r.replayed),
-            ("superseded", r.superseded),
-            ("failed", r.failed),
-            ("dead", r.dead),
-            ("disabled", r.disabled),
-        ] {
+        for &(result, n) in items {
             if n > 0 {
                 self.sync_items
                     .get_or_create(&ResultLabels { result })
                     .inc_by(n);
             }
         }
-        self.sync_open
-            .set(i64::try_from(r.open).unwrap_or(i64::MAX));
+        self.sync_open.set(i64::try_from(open).unwrap_or(i64::MAX));
     }
 
     pub fn set_alert(&self, name: &str, active: bool) {

@@ -78,12 +78,9 @@ async fn serve(config: Config, source: ConfigSource) -> Result<(), AppError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(crate::maintenance::run(app.clone(), stop_rx.clone()));
     let recovery = tokio::spawn(crate::maintenance::recover(app.clone(), stop_rx.clone()));
-    let refresher = tokio::spawn(crate::auth::refresh::run(app.clone(), stop_rx.clone()));
-    let sync_worker = tokio::spawn(crate::sync::run(app.clone(), stop_rx.clone()));
-    let monitor = tokio::spawn(crate::resilience::monitor::run(
-        app.clone(),
-        stop_rx.clone(),
-    ));
+    let refresher = tokio::spawn(app.auth.clone().run_refresher(stop_rx.clone()));
+    let sync_worker = tokio::spawn(app.sync.clone().run(stop_rx.clone()));
+    let monitor = tokio::spawn(app.upstream.clone().run_monitor(stop_rx.clone()));
     let admin_task = tokio::spawn(crate::admin::socket::serve(
         app.clone(),
         admin,

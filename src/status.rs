@@ -4,20 +4,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::App;
-use crate::clock::rfc3339;
+use crate::clock::{Clock, rfc3339};
+use crate::config::AlertsConfig;
 use crate::domain::AuthMode;
-use crate::resilience::breaker::CircuitState;
-use crate::resilience::monitor::Mode;
-use crate::store::StoreError;
-use std::time::{Duration, Instant};
+use crate::metrics::Metrics;
+use crate::store::backup::SnapshotState;
+use crate::store::{Store, StoreError};
+use crate::upstream::breaker::CircuitState;
+use crate::upstream::{KeycloakStatus, Mode, Upstream};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub mode: String,
     pub version: String,
     pub started_at: String,
-    pub keycloak: KeycloakStatus,
+    pub keycloak: KeycloakReport,
     pub sync: SyncStatus,
     pub sessions: SessionStatus,
     pub users: u64,
@@ -26,6 +28,7 @@ pub struct StatusReport {
     pub alerts: Vec<Alert>,
 }
 
+/// The `keycloak` object of the report (its `status` is [`KeycloakStatus`] as a string).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StorageStatus {
     /// `ok`, `unavailable` (writes refused until the database is reopened) or `corrupt`.
@@ -51,7 +54,7 @@ pub struct SnapshotStatus {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeycloakStatus {
+pub struct KeycloakReport {
     pub status: String,
     pub available: bool,
     pub last_check: Option<String>,
@@ -95,10 +98,30 @@ pub struct Alert {
 /// "Expiring soon": sessions that end within this window.
 pub const EXPIRING_SOON_SECS: u64 = 3600;
 
-pub fn report(app: &App) -> Result<StatusReport, StoreError> {
-    let now = app.clock.now();
-    let idle = app.config.auth.session_idle.as_secs();
-    let read = app.store.read(|r| {
+/// What the report is made from: the narrow parts, handed over by the composition root.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub store: &'a Store,
+    pub clock: &'a Clock,
+    pub upstream: &'a Upstream,
+    pub metrics: &'a Metrics,
+    pub alerts: &'a AlertsConfig,
+    /// `auth.session_idle`, in seconds.
+    pub session_idle: u64,
+    pub started_at: u64,
+    /// The snapshots taken so far (newest good one, how many kept, the last failure).
+    pub snapshots: SnapshotState,
+    /// Where the snapshots go, and the command that restores one (for the alerts).
+    pub snapshot_dir: String,
+    pub restore_hint: String,
+    /// Since when a proxy on this box is not named in `server.trusted_proxies`.
+    pub local_proxy_since: Option<u64>,
+}
+
+pub fn report(i: &Inputs) -> Result<StatusReport, StoreError> {
+    let now = i.clock.now();
+    let idle = i.session_idle;
+    let read = i.store.read(|r| {
         Ok((
             r.session_counts(now, idle, EXPIRING_SOON_SECS)?,
             r.user_count()?,
@@ -117,11 +140,11 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
         (AuthMode::Cached, counts.cached),
         (AuthMode::Local, counts.local),
     ] {
-        app.metrics.set_active_sessions(mode, n);
+        i.metrics.set_active_sessions(mode, n);
     }
-    let alerts_cfg = &app.config.alerts;
+    let alerts_cfg = i.alerts;
     let mut alerts = Vec::new();
-    let fault = app.store.fault();
+    let fault = i.store.fault();
     let storage = match &fault {
         None => StorageStatus {
             status: "ok".into(),
@@ -136,14 +159,14 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                 message: if f.corrupt {
                     format!(
                         "database {} is damaged ({}); logins that write answer 503; stop edgeauth and restore: {}",
-                        app.store.path().display(),
+                        i.store.path().display(),
                         f.detail,
-                        crate::app::restore_hint(&app.config)
+                        i.restore_hint
                     )
                 } else {
                     format!(
                         "database {} cannot be written ({}); writes answer 503 storage_unavailable and /readyz 503 until the database reopens by itself; check free space and the device",
-                        app.store.path().display(),
+                        i.store.path().display(),
                         f.detail
                     )
                 },
@@ -156,11 +179,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
         }
     };
     let backup = {
-        let snaps = app
-            .snapshots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let snaps = i.snapshots.clone();
         if let Some((at, why)) = &snaps.last_error {
             alerts.push(Alert {
                 name: "snapshot_failed".into(),
@@ -170,12 +189,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             });
         }
         BackupStatus {
-            dir: app
-                .config
-                .backup
-                .snapshot_dir(app.data_dir())
-                .display()
-                .to_string(),
+            dir: i.snapshot_dir.clone(),
             kept: snaps.kept,
             last_snapshot: snaps.last_good.map(|s| SnapshotStatus {
                 file: s.file.display().to_string(),
@@ -187,9 +201,9 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
         }
     };
     // Live: ends once NTP sets the system clock right (design rule 7).
-    if let Some(behind) = app.clock.system_behind() {
+    if let Some(behind) = i.clock.system_behind() {
         let behind = humantime::format_duration(behind);
-        let (since, message) = match (app.clock.jump_back_at_start(), app.clock.keycloak_since()) {
+        let (since, message) = match (i.clock.jump_back_at_start(), i.clock.keycloak_since()) {
             (_, Some(t)) => (
                 t,
                 format!(
@@ -198,14 +212,14 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                 ),
             ),
             (Some(back), None) => (
-                app.started_at,
+                i.started_at,
                 format!(
                     "the system clock started {} behind the latest time the store saw and is {behind} behind the appliance's time; check NTP / RTC",
                     humantime::format_duration(back)
                 ),
             ),
             (None, None) => (
-                app.started_at,
+                i.started_at,
                 format!("the system clock went back: it is {behind} behind the appliance's time"),
             ),
         };
@@ -217,7 +231,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
         });
     }
     // Stays until a restart: the fix is in the config.
-    if let Some(since) = app.local_proxy.since() {
+    if let Some(since) = i.local_proxy_since {
         alerts.push(Alert {
             name: "unnamed_local_proxy".into(),
             severity: "warning".into(),
@@ -225,10 +239,10 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             message: crate::http::extract::LocalProxyHint::MESSAGE.into(),
         });
     }
-    let (mode, keycloak) = match &app.keycloak {
+    let (mode, keycloak) = match i.upstream.view() {
         None => (
             Mode::Normal,
-            KeycloakStatus {
+            KeycloakReport {
                 status: "disabled".into(),
                 available: false,
                 last_check: None,
@@ -237,10 +251,8 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                 circuit: None,
             },
         ),
-        Some(kc) => {
-            let b = kc.breaker.view(Instant::now());
-            let h = kc.health.view();
-            let status = kc.health.status(&b);
+        Some(view) => {
+            let (b, h, status) = (view.breaker, view.health, view.status);
             let opened_at = b.open_for.map(|d| now.saturating_sub(d.as_secs()));
             if let Some(since) = h.offline_since
                 && now.saturating_sub(since) >= alerts_cfg.keycloak_down_after.as_secs()
@@ -272,7 +284,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                     message: format!("Keycloak refuses this appliance's client: {why}; check keycloak.client_id, the secret file and Direct Access Grants"),
                 });
             }
-            if let Some(p) = kc.admin_health.problem() {
+            if let Some(p) = view.admin_problem {
                 alerts.push(Alert {
                     name: "keycloak_admin_api".into(),
                     severity: "critical".into(),
@@ -283,7 +295,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
                     ),
                 });
             }
-            if status == crate::resilience::monitor::KeycloakStatus::Offline
+            if status == KeycloakStatus::Offline
                 && counts.cached_expiring_soon > alerts_cfg.expiring_cached_sessions_over
             {
                 alerts.push(Alert {
@@ -298,9 +310,9 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
             }
             (
                 status.mode(),
-                KeycloakStatus {
+                KeycloakReport {
                     status: status.as_str().into(),
-                    available: status == crate::resilience::monitor::KeycloakStatus::Online,
+                    available: status == KeycloakStatus::Online,
                     last_check: h.last_check.map(rfc3339),
                     last_success: h.last_success.map(rfc3339),
                     offline_since: h.offline_since.map(rfc3339),
@@ -339,7 +351,7 @@ pub fn report(app: &App) -> Result<StatusReport, StoreError> {
     Ok(StatusReport {
         mode: mode.as_str().into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        started_at: rfc3339(app.started_at),
+        started_at: rfc3339(i.started_at),
         keycloak,
         sync: SyncStatus {
             pending: queue.pending,
@@ -368,17 +380,17 @@ pub struct AlertLog {
 }
 
 impl AlertLog {
-    pub fn observe(&self, app: &App, alerts: &[Alert]) {
+    pub fn observe(&self, metrics: &Metrics, alerts: &[Alert]) {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         let now: std::collections::BTreeSet<String> =
             alerts.iter().map(|a| a.name.clone()).collect();
         for a in alerts.iter().filter(|a| !active.contains(&a.name)) {
             log::warn!("ALERT {} started ({}): {}", a.name, a.severity, a.message);
-            app.metrics.set_alert(&a.name, true);
+            metrics.set_alert(&a.name, true);
         }
         for gone in active.difference(&now) {
             log::info!("ALERT {gone} ended");
-            app.metrics.set_alert(gone, false);
+            metrics.set_alert(gone, false);
         }
         *active = now;
     }

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use edgeauth::app::App;
-use edgeauth::auth::accounts::{NewUser, add};
+use edgeauth::auth::accounts::NewUser;
 use edgeauth::config::Config;
 use edgeauth::crypto::Secret;
 use edgeauth::domain::{Source, Tenant, UserKey, Username};
@@ -51,17 +51,14 @@ fn world() -> &'static World {
             Tenant::default_tenant(),
             Username::parse(USER).expect("username"),
         );
-        rt.block_on(add(
-            &app,
-            NewUser {
-                key,
-                profile: Default::default(),
-                roles: vec!["staff".into()],
-                groups: vec![],
-                source: Source::Local,
-                password: Secret::new(PASSWORD),
-            },
-        ))
+        rt.block_on(app.auth.add(NewUser {
+            key,
+            profile: Default::default(),
+            roles: vec!["staff".into()],
+            groups: vec![],
+            source: Source::Local,
+            password: Secret::new(PASSWORD),
+        }))
         .expect("add the user");
         let router = edgeauth::http::router(app);
         let login = serde_json::json!({"username": USER, "password": PASSWORD}).to_string();

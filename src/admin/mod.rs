@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::auth::accounts::{self, AccountError, NewUser};
+use crate::auth::accounts::{AccountError, NewUser};
 use crate::crypto::Secret;
 use crate::domain::{Source, Tenant, UserKey, Username};
 use crate::error::AppError;
@@ -95,6 +95,31 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 /// Runs one operator command against an open appliance.
 pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
     match req {
+        AdminRequest::UserAdd { .. }
+        | AdminRequest::UserList { .. }
+        | AdminRequest::UserShow { .. }
+        | AdminRequest::UserSetEnabled { .. }
+        | AdminRequest::UserRemove { .. }
+        | AdminRequest::UserPasswd { .. }
+        | AdminRequest::UserGroup { .. } => user(app, req).await,
+        AdminRequest::SyncOnce
+        | AdminRequest::SyncList
+        | AdminRequest::SyncRetry { .. }
+        | AdminRequest::SyncDrop { .. } => sync(app, req).await,
+        AdminRequest::Status
+        | AdminRequest::DbCheck
+        | AdminRequest::DbBackup { .. }
+        | AdminRequest::Audit { .. } => ops(app, req).await,
+    }
+}
+
+fn misrouted() -> AppError {
+    AppError::Runtime("an admin request reached the wrong handler".into())
+}
+
+/// `edgeauth user ...`
+async fn user(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
+    match req {
         AdminRequest::UserAdd {
             tenant,
             username,
@@ -109,39 +134,41 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
             } else {
                 Source::Keycloak
             };
-            let view = accounts::add(
-                app,
-                NewUser {
+            let view = app
+                .auth
+                .add(NewUser {
                     profile,
                     key: key(&tenant, &username)?,
                     roles,
                     groups,
                     source,
                     password,
-                },
-            )
-            .await?;
+                })
+                .await?;
             Ok(to_value(&view))
         }
         AdminRequest::UserList { tenant } => {
             let tenant = tenant
                 .map(|t| Tenant::parse(&t).map_err(AppError::Usage))
                 .transpose()?;
-            Ok(to_value(&accounts::list(app, tenant.as_ref())?))
+            Ok(to_value(&app.auth.list(tenant.as_ref())?))
         }
         AdminRequest::UserShow { tenant, username } => {
-            Ok(to_value(&accounts::show(app, &key(&tenant, &username)?)?))
+            Ok(to_value(&app.auth.show(&key(&tenant, &username)?)?))
         }
         AdminRequest::UserSetEnabled {
             tenant,
             username,
             enabled,
         } => {
-            let n = accounts::set_enabled(app, &key(&tenant, &username)?, enabled).await?;
+            let n = app
+                .auth
+                .set_enabled(&key(&tenant, &username)?, enabled)
+                .await?;
             Ok(json!({"revoked_sessions": n}))
         }
         AdminRequest::UserRemove { tenant, username } => {
-            let n = accounts::remove(app, &key(&tenant, &username)?).await?;
+            let n = app.auth.remove(&key(&tenant, &username)?).await?;
             Ok(json!({"deleted_sessions": n}))
         }
         AdminRequest::UserPasswd {
@@ -149,7 +176,10 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
             username,
             password,
         } => {
-            let n = accounts::set_password(app, &key(&tenant, &username)?, &password).await?;
+            let n = app
+                .auth
+                .set_password(&key(&tenant, &username)?, &password)
+                .await?;
             Ok(json!({"revoked_sessions": n}))
         }
         AdminRequest::UserGroup {
@@ -158,24 +188,34 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
             group,
             join,
         } => {
-            let groups = accounts::set_group(app, &key(&tenant, &username)?, &group, join).await?;
+            let groups = app
+                .auth
+                .set_group(&key(&tenant, &username)?, &group, join)
+                .await?;
             Ok(json!({"groups": groups}))
         }
+        _ => Err(misrouted()),
+    }
+}
+
+/// `edgeauth sync ...`
+async fn sync(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
+    match req {
         AdminRequest::SyncOnce => {
-            let Some(kc) = app.keycloak.clone() else {
+            if !app.upstream.enabled() {
                 return Err(AppError::Usage(
                     "no Keycloak is configured; there is nothing to sync".into(),
                 ));
-            };
+            }
             // An operator asking is a reason to look now, not to wait for the next probe.
-            if let crate::keycloak::outcome::Outcome::Unavailable(u) =
-                crate::resilience::monitor::probe_now(app, &kc).await
+            if let Err(crate::upstream::UpstreamError::Unavailable(u)) =
+                app.upstream.probe_now().await
             {
                 return Err(AppError::Refused(format!(
                     "Keycloak is unreachable ({u}); the queue is kept for later"
                 )));
             }
-            let r = crate::sync::cycle(app, crate::sync::Scope::ReplayAndPull).await?;
+            let r = app.sync.cycle(crate::sync::Scope::ReplayAndPull).await?;
             Ok(to_value(&r))
         }
         AdminRequest::SyncList => {
@@ -202,43 +242,47 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
         }
         AdminRequest::SyncRetry { id } => {
             let now = app.clock.now();
-            let found = crate::auth::write(&app.store, move |w| {
-                let Some(mut item) = w.queue_item(id)? else {
-                    return Ok(None);
-                };
-                if item.status != crate::store::queue::ItemStatus::Dead {
-                    return Ok(Some(false));
-                }
-                item.status = crate::store::queue::ItemStatus::Pending;
-                item.attempts = 0;
-                item.next_attempt_at = now;
-                item.updated_at = now;
-                w.put_queue_item(&item)?;
-                Ok(Some(true))
-            })
-            .await?;
+            let found = app
+                .store
+                .write_blocking(move |w| {
+                    let Some(mut item) = w.queue_item(id)? else {
+                        return Ok(None);
+                    };
+                    if item.status != crate::store::queue::ItemStatus::Dead {
+                        return Ok(Some(false));
+                    }
+                    item.status = crate::store::queue::ItemStatus::Pending;
+                    item.attempts = 0;
+                    item.next_attempt_at = now;
+                    item.updated_at = now;
+                    w.put_queue_item(&item)?;
+                    Ok(Some(true))
+                })
+                .await?;
             match found {
                 None => Err(AppError::Refused(format!("no queue item #{id}"))),
                 Some(false) => Err(AppError::Refused(format!(
                     "queue item #{id} is not dead; only dead items are retried by hand"
                 ))),
                 Some(true) => {
-                    app.sync_wakeup.notify_one();
+                    app.sync.wake();
                     Ok(json!({"id": id, "status": "pending"}))
                 }
             }
         }
         AdminRequest::SyncDrop { id } => {
-            let dropped = crate::auth::write(&app.store, move |w| {
-                let Some(item) = w.queue_item(id)? else {
-                    return Ok(None);
-                };
-                if item.status.is_open() {
-                    return Ok(Some(false));
-                }
-                w.remove_queue_item(id).map(Some)
-            })
-            .await?;
+            let dropped = app
+                .store
+                .write_blocking(move |w| {
+                    let Some(item) = w.queue_item(id)? else {
+                        return Ok(None);
+                    };
+                    if item.status.is_open() {
+                        return Ok(Some(false));
+                    }
+                    w.remove_queue_item(id).map(Some)
+                })
+                .await?;
             match dropped {
                 None => Err(AppError::Refused(format!("no queue item #{id}"))),
                 Some(false) => Err(AppError::Refused(format!(
@@ -250,9 +294,16 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
                 }
             }
         }
+        _ => Err(misrouted()),
+    }
+}
+
+/// `edgeauth status`, `db ...`, `audit`.
+async fn ops(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppError> {
+    match req {
         AdminRequest::Status => {
             let a = app.clone();
-            let r = blocking(move || crate::status::report(&a).map_err(AppError::from)).await?;
+            let r = blocking(move || a.status().map_err(AppError::from)).await?;
             Ok(to_value(&r))
         }
         AdminRequest::DbCheck => {
@@ -287,6 +338,7 @@ pub async fn execute(app: &Arc<App>, req: AdminRequest) -> Result<Value, AppErro
                     .collect(),
             ))
         }
+        _ => Err(misrouted()),
     }
 }
 

@@ -2,19 +2,17 @@
 //! disable, remove, set a password. The same functions serve the admin socket (while `serve`
 //! runs) and direct database access (while it does not).
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
-use super::AuthError;
-use super::password::policy_check;
-use crate::app::App;
+use super::{Auth, AuthError};
 use crate::crypto::Secret;
 use crate::domain::{Source, Tenant, UserKey};
-use crate::keycloak::outcome::Outcome;
+use crate::policy::{Action, Decision};
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::RevokeReason;
 use crate::store::users::UserRecord;
+use crate::sync::Payload;
+use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -105,320 +103,313 @@ fn admin_audit(key: &UserKey, now: u64, outcome: &str) -> AuditRecord {
     }
 }
 
-pub async fn add(app: &Arc<App>, new: NewUser) -> Result<UserView, AccountError> {
-    policy_check(
-        app.config.auth.min_password_length,
-        new.key.username.as_str(),
-        new.password.expose(),
-        None,
-    )
-    .map_err(AccountError::Invalid)?;
-    super::check_password_input("password", new.password.expose())?;
-    let roles = clean_names("role", &new.roles)?;
-    let groups = clean_names("group", &new.groups)?;
-    if app.store.read(|r| r.user(&new.key))?.is_some() {
-        return Err(AccountError::Exists(new.key));
+impl Auth {
+    pub async fn add(&self, new: NewUser) -> Result<UserView, AccountError> {
+        self.policy
+            .check_new_password(new.key.username.as_str(), new.password.expose(), None)
+            .map_err(AccountError::Invalid)?;
+        super::check_password_input("password", new.password.expose())?;
+        let roles = clean_names("role", &new.roles)?;
+        let groups = clean_names("group", &new.groups)?;
+        if self.store.read(|r| r.user(&new.key))?.is_some() {
+            return Err(AccountError::Exists(new.key));
+        }
+        // Keycloak users: provisioned centrally now, or queued while Keycloak is unreachable.
+        let queued = if new.source == Source::Keycloak {
+            self.provision(&new, &groups).await?
+        } else {
+            None
+        };
+        let phc = self
+            .hasher
+            .hash(&new.password)
+            .await
+            .map_err(AuthError::from)?;
+        let now = self.clock.now();
+        let user = UserRecord {
+            tenant: new.key.tenant.clone(),
+            username: new.key.username.clone(),
+            source: new.source,
+            password_hash: Some(phc),
+            roles,
+            groups,
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+            // Keycloak accepted (or will accept) this password now: it may be used offline.
+            last_online_auth: (new.source == Source::Keycloak).then_some(now),
+            tokens_at: None,
+        };
+        let (u, queue) = (user.clone(), self.queue.clone());
+        let created = self
+            .write(move |w| {
+                if w.user(&u.key())?.is_some() {
+                    return Ok(false);
+                }
+                w.put_user(&u)?;
+                if let Some(p) = &queued {
+                    queue.enqueue(w, &u.key(), p, now)?;
+                }
+                w.append_audit(&admin_audit(&u.key(), now, "user_added"))?;
+                Ok(true)
+            })
+            .await?;
+        if !created {
+            return Err(AccountError::Exists(new.key));
+        }
+        log::info!(
+            "user added user={} tenant={} source={}",
+            user.username,
+            user.tenant,
+            user.source.as_str()
+        );
+        Ok(UserView::from(&user))
     }
-    // Keycloak users: provisioned centrally now, or queued while Keycloak is unreachable.
-    let mut queued = None;
-    if new.source == Source::Keycloak {
-        let kc = app.keycloak.clone().ok_or_else(|| {
-            AccountError::Invalid("no Keycloak is configured; add a local user with --local".into())
-        })?;
-        crate::resilience::monitor::refresh_if_stale(app, &kc).await;
-        let tier = kc.tier(&new.key.tenant);
-        let (k, t, u, p, g) = (
-            kc.clone(),
-            tier.clone(),
+
+    /// Creates a Keycloak user centrally; while Keycloak is unreachable, returns the queue
+    /// item that will, when `degraded.allow_user_creation` allows.
+    async fn provision(
+        &self,
+        new: &NewUser,
+        groups: &[String],
+    ) -> Result<Option<Payload>, AccountError> {
+        if !self.upstream.enabled() {
+            return Err(AccountError::Invalid(
+                "no Keycloak is configured; add a local user with --local".into(),
+            ));
+        }
+        self.upstream.refresh_if_stale().await;
+        let (u, p, g, profile) = (
             new.key.username.to_string(),
             new.password.clone(),
-            groups.clone(),
+            groups.to_vec(),
+            new.profile.clone(),
         );
-        let profile = new.profile.clone();
-        let out = kc
-            .admin_call(&app.metrics, "provision", app.clock.now(), move || {
-                let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
-                let id = match admin.create_user(&u, Some(&p), true, &profile) {
-                    Outcome::Ok(id) => id,
-                    Outcome::Rejected(r) => return Outcome::Rejected(r),
-                    Outcome::Unavailable(x) => return Outcome::Unavailable(x),
-                };
+        let out = self
+            .upstream
+            .admin("provision", &new.key.tenant, move |admin| {
+                let id = admin.create_user(&u, Some(&p), true, &profile)?;
                 for group in g {
-                    match admin.set_group(&id, &group, true) {
-                        Outcome::Ok(()) => {}
-                        Outcome::Rejected(r) => return Outcome::Rejected(r),
-                        Outcome::Unavailable(x) => return Outcome::Unavailable(x),
-                    }
+                    admin.set_group(&id, &group, true)?;
                 }
-                Outcome::Ok(())
+                Ok(())
             })
             .await;
-        match out {
-            Outcome::Ok(()) => {}
-            Outcome::Rejected(r) => {
+        let u = match out {
+            Ok(()) => return Ok(None),
+            Err(UpstreamError::Rejected(r)) => {
                 return Err(AccountError::Invalid(format!(
                     "Keycloak refused the new user: {r}"
                 )));
             }
-            Outcome::Unavailable(u) if app.config.degraded.allow_user_creation => {
-                log::info!(
-                    "Keycloak unavailable ({u}); {} is created here and queued for Keycloak",
-                    new.key
-                );
-                queued = Some(crate::sync::Payload::UserProvision {
-                    password: new.password.clone(),
-                    enabled: true,
-                    groups: groups.clone(),
-                    profile: new.profile.clone(),
-                });
-            }
-            Outcome::Unavailable(u) => {
-                return Err(AccountError::Invalid(format!(
-                    "Keycloak is unreachable ({u}) and degraded.allow_user_creation is false; try again when it is back, or add a local user with --local"
-                )));
-            }
-        }
-    }
-    let phc = app
-        .hasher
-        .hash(&new.password)
-        .await
-        .map_err(AuthError::from)?;
-    let now = app.clock.now();
-    let user = UserRecord {
-        tenant: new.key.tenant.clone(),
-        username: new.key.username.clone(),
-        source: new.source,
-        password_hash: Some(phc),
-        roles,
-        groups,
-        enabled: true,
-        created_at: now,
-        updated_at: now,
-        // Keycloak accepted (or will accept) this password now: it may be used offline.
-        last_online_auth: (new.source == Source::Keycloak).then_some(now),
-        tokens_at: None,
-    };
-    let (u, app2) = (user.clone(), app.clone());
-    let created = super::write(&app.store, move |w| {
-        if w.user(&u.key())?.is_some() {
-            return Ok(false);
-        }
-        w.put_user(&u)?;
-        if let Some(p) = &queued {
-            crate::sync::enqueue(&app2, w, &u.key(), p, now)?;
-        }
-        w.append_audit(&admin_audit(&u.key(), now, "user_added"))?;
-        Ok(true)
-    })
-    .await?;
-    if !created {
-        return Err(AccountError::Exists(new.key));
-    }
-    log::info!(
-        "user added user={} tenant={} source={}",
-        user.username,
-        user.tenant,
-        user.source.as_str()
-    );
-    Ok(UserView::from(&user))
-}
-
-pub fn list(app: &App, tenant: Option<&Tenant>) -> Result<Vec<UserView>, AccountError> {
-    let users = app.store.read(|r| r.users(tenant))?;
-    Ok(users.iter().map(UserView::from).collect())
-}
-
-pub fn show(app: &App, key: &UserKey) -> Result<UserView, AccountError> {
-    app.store
-        .read(|r| r.user(key))?
-        .map(|u| UserView::from(&u))
-        .ok_or_else(|| AccountError::NotFound(key.clone()))
-}
-
-/// Enables or disables a user; disabling revokes every session at once.
-pub async fn set_enabled(
-    app: &Arc<App>,
-    key: &UserKey,
-    enabled: bool,
-) -> Result<u64, AccountError> {
-    let now = app.clock.now();
-    let k = key.clone();
-    let revoked = super::write(&app.store, move |w| {
-        let Some(mut u) = w.user(&k)? else {
-            return Ok(None);
+            Err(UpstreamError::Unavailable(u)) => u,
         };
-        u.enabled = enabled;
-        u.updated_at = now;
-        w.put_user(&u)?;
-        let n = if enabled {
-            0
-        } else {
-            w.revoke_user_sessions(&k, RevokeReason::UserDisabled, now, None)?
-        };
-        w.append_audit(&admin_audit(
-            &k,
-            now,
-            if enabled {
-                "user_enabled"
-            } else {
-                "user_disabled"
-            },
-        ))?;
-        Ok(Some(n))
-    })
-    .await?
-    .ok_or_else(|| AccountError::NotFound(key.clone()))?;
-    log::info!(
-        "user {} user={} tenant={} revoked_sessions={revoked}",
-        if enabled { "enabled" } else { "disabled" },
-        key.username,
-        key.tenant
-    );
-    Ok(revoked)
-}
-
-/// Removes a user and every session of theirs.
-pub async fn remove(app: &Arc<App>, key: &UserKey) -> Result<u64, AccountError> {
-    let now = app.clock.now();
-    let k = key.clone();
-    let removed = super::write(&app.store, move |w| {
-        if !w.remove_user(&k)? {
-            return Ok(None);
+        if self.policy.when_unavailable(Action::UserCreation) == Decision::Deny {
+            return Err(AccountError::Invalid(format!(
+                "Keycloak is unreachable ({u}) and degraded.allow_user_creation is false; try again when it is back, or add a local user with --local"
+            )));
         }
-        let n = w.delete_user_sessions(&k)?;
-        w.clear_strikes(&super::regulation::user_subject(&k))?;
-        w.append_audit(&admin_audit(&k, now, "user_removed"))?;
-        Ok(Some(n))
-    })
-    .await?
-    .ok_or_else(|| AccountError::NotFound(key.clone()))?;
-    log::info!(
-        "user removed user={} tenant={} sessions_deleted={removed}",
-        key.username,
-        key.tenant
-    );
-    Ok(removed)
-}
-
-/// Sets a user's password (operator reset): revokes every session and clears the user's bans.
-pub async fn set_password(
-    app: &Arc<App>,
-    key: &UserKey,
-    password: &Secret,
-) -> Result<u64, AccountError> {
-    super::check_password_input("password", password.expose())?;
-    policy_check(
-        app.config.auth.min_password_length,
-        key.username.as_str(),
-        password.expose(),
-        None,
-    )
-    .map_err(AccountError::Invalid)?;
-    if app.store.read(|r| r.user(key))?.is_none() {
-        return Err(AccountError::NotFound(key.clone()));
-    }
-    let phc = app.hasher.hash(password).await.map_err(AuthError::from)?;
-    let now = app.clock.now();
-    let k = key.clone();
-    let revoked = super::write(&app.store, move |w| {
-        let Some(mut u) = w.user(&k)? else {
-            return Ok(None);
-        };
-        u.password_hash = Some(phc);
-        u.updated_at = now;
-        w.put_user(&u)?;
-        let n = w.revoke_user_sessions(&k, RevokeReason::PasswordChanged, now, None)?;
-        w.clear_strikes(&super::regulation::user_subject(&k))?;
-        w.append_audit(&admin_audit(&k, now, "password_set"))?;
-        Ok(Some(n))
-    })
-    .await?
-    .ok_or_else(|| AccountError::NotFound(key.clone()))?;
-    log::info!(
-        "password set by operator user={} tenant={} revoked_sessions={revoked}",
-        key.username,
-        key.tenant
-    );
-    Ok(revoked)
-}
-
-/// Adds the user to a group (`join`) or removes them. Keycloak users: in Keycloak first, or
-/// queued while it is unreachable when `degraded.allow_group_changes` allows.
-pub async fn set_group(
-    app: &Arc<App>,
-    key: &UserKey,
-    group: &str,
-    join: bool,
-) -> Result<Vec<String>, AccountError> {
-    let group = clean_names("group", &[group.to_owned()])?
-        .pop()
-        .unwrap_or_default();
-    let user = app
-        .store
-        .read(|r| r.user(key))?
-        .ok_or_else(|| AccountError::NotFound(key.clone()))?;
-    let mut queued = None;
-    if user.source == Source::Keycloak
-        && let Some(kc) = app.keycloak.clone()
-    {
-        crate::resilience::monitor::refresh_if_stale(app, &kc).await;
-        let tier = kc.tier(&key.tenant);
-        let (k, t, u, g) = (
-            kc.clone(),
-            tier.clone(),
-            key.username.to_string(),
-            group.clone(),
+        log::info!(
+            "Keycloak unavailable ({u}); {} is created here and queued for Keycloak",
+            new.key
         );
-        let out = kc
-            .admin_call(&app.metrics, "group_change", app.clock.now(), move || {
-                let admin = crate::keycloak::admin::Admin::new(&t, &k.admin_tokens);
+        Ok(Some(Payload::UserProvision {
+            password: new.password.clone(),
+            enabled: true,
+            groups: groups.to_vec(),
+            profile: new.profile.clone(),
+        }))
+    }
+
+    pub fn list(&self, tenant: Option<&Tenant>) -> Result<Vec<UserView>, AccountError> {
+        let users = self.store.read(|r| r.users(tenant))?;
+        Ok(users.iter().map(UserView::from).collect())
+    }
+
+    pub fn show(&self, key: &UserKey) -> Result<UserView, AccountError> {
+        self.store
+            .read(|r| r.user(key))?
+            .map(|u| UserView::from(&u))
+            .ok_or_else(|| AccountError::NotFound(key.clone()))
+    }
+
+    /// Enables or disables a user; disabling revokes every session at once.
+    pub async fn set_enabled(&self, key: &UserKey, enabled: bool) -> Result<u64, AccountError> {
+        let now = self.clock.now();
+        let k = key.clone();
+        let revoked = self
+            .write(move |w| {
+                let Some(mut u) = w.user(&k)? else {
+                    return Ok(None);
+                };
+                u.enabled = enabled;
+                u.updated_at = now;
+                w.put_user(&u)?;
+                let n = if enabled {
+                    0
+                } else {
+                    w.revoke_user_sessions(&k, RevokeReason::UserDisabled, now, None)?
+                };
+                let outcome = if enabled {
+                    "user_enabled"
+                } else {
+                    "user_disabled"
+                };
+                w.append_audit(&admin_audit(&k, now, outcome))?;
+                Ok(Some(n))
+            })
+            .await?
+            .ok_or_else(|| AccountError::NotFound(key.clone()))?;
+        log::info!(
+            "user {} user={} tenant={} revoked_sessions={revoked}",
+            if enabled { "enabled" } else { "disabled" },
+            key.username,
+            key.tenant
+        );
+        Ok(revoked)
+    }
+
+    /// Removes a user and every session of theirs.
+    pub async fn remove(&self, key: &UserKey) -> Result<u64, AccountError> {
+        let now = self.clock.now();
+        let (k, regulator) = (key.clone(), self.policy.regulator.clone());
+        let removed = self
+            .write(move |w| {
+                if !w.remove_user(&k)? {
+                    return Ok(None);
+                }
+                let n = w.delete_user_sessions(&k)?;
+                regulator.clear_user(w, &k)?;
+                w.append_audit(&admin_audit(&k, now, "user_removed"))?;
+                Ok(Some(n))
+            })
+            .await?
+            .ok_or_else(|| AccountError::NotFound(key.clone()))?;
+        log::info!(
+            "user removed user={} tenant={} sessions_deleted={removed}",
+            key.username,
+            key.tenant
+        );
+        Ok(removed)
+    }
+
+    /// Sets a user's password (operator reset): revokes every session and clears the user's
+    /// bans.
+    pub async fn set_password(
+        &self,
+        key: &UserKey,
+        password: &Secret,
+    ) -> Result<u64, AccountError> {
+        super::check_password_input("password", password.expose())?;
+        self.policy
+            .check_new_password(key.username.as_str(), password.expose(), None)
+            .map_err(AccountError::Invalid)?;
+        if self.store.read(|r| r.user(key))?.is_none() {
+            return Err(AccountError::NotFound(key.clone()));
+        }
+        let phc = self.hasher.hash(password).await.map_err(AuthError::from)?;
+        let now = self.clock.now();
+        let (k, regulator) = (key.clone(), self.policy.regulator.clone());
+        let revoked = self
+            .write(move |w| {
+                let Some(mut u) = w.user(&k)? else {
+                    return Ok(None);
+                };
+                u.password_hash = Some(phc);
+                u.updated_at = now;
+                w.put_user(&u)?;
+                let n = w.revoke_user_sessions(&k, RevokeReason::PasswordChanged, now, None)?;
+                regulator.clear_user(w, &k)?;
+                w.append_audit(&admin_audit(&k, now, "password_set"))?;
+                Ok(Some(n))
+            })
+            .await?
+            .ok_or_else(|| AccountError::NotFound(key.clone()))?;
+        log::info!(
+            "password set by operator user={} tenant={} revoked_sessions={revoked}",
+            key.username,
+            key.tenant
+        );
+        Ok(revoked)
+    }
+
+    /// Adds the user to a group (`join`) or removes them. Keycloak users: in Keycloak first,
+    /// or queued while it is unreachable when `degraded.allow_group_changes` allows.
+    pub async fn set_group(
+        &self,
+        key: &UserKey,
+        group: &str,
+        join: bool,
+    ) -> Result<Vec<String>, AccountError> {
+        let group = clean_names("group", &[group.to_owned()])?
+            .pop()
+            .unwrap_or_default();
+        let user = self
+            .store
+            .read(|r| r.user(key))?
+            .ok_or_else(|| AccountError::NotFound(key.clone()))?;
+        let queued = if user.source == Source::Keycloak && self.upstream.enabled() {
+            self.group_change_upstream(key, &group, join).await?
+        } else {
+            None
+        };
+        let now = self.clock.now();
+        let (k, queue) = (key.clone(), self.queue.clone());
+        let groups = self
+            .write(move |w| {
+                let Some(mut u) = w.user(&k)? else {
+                    return Ok(None);
+                };
+                u.groups.retain(|g| *g != group);
+                if join {
+                    u.groups.push(group.clone());
+                }
+                u.updated_at = now;
+                w.put_user(&u)?;
+                if let Some(p) = &queued {
+                    queue.enqueue(w, &k, p, now)?;
+                }
+                let outcome = if join { "group_added" } else { "group_removed" };
+                w.append_audit(&admin_audit(&k, now, outcome))?;
+                Ok(Some(u.groups))
+            })
+            .await?
+            .ok_or_else(|| AccountError::NotFound(key.clone()))?;
+        Ok(groups)
+    }
+
+    /// A Keycloak user's group change, in Keycloak; while it is unreachable, the queue item
+    /// that will make it, when `degraded.allow_group_changes` allows.
+    async fn group_change_upstream(
+        &self,
+        key: &UserKey,
+        group: &str,
+        join: bool,
+    ) -> Result<Option<Payload>, AccountError> {
+        self.upstream.refresh_if_stale().await;
+        let (u, g) = (key.username.to_string(), group.to_owned());
+        let out = self
+            .upstream
+            .admin("group_change", &key.tenant, move |admin| {
                 admin.for_user(&u, |admin, id| admin.set_group(id, &g, join))
             })
             .await;
         match out {
-            Outcome::Ok(()) => {}
-            Outcome::Rejected(r) => {
-                return Err(AccountError::Invalid(format!(
-                    "Keycloak refused the group change: {r}"
-                )));
-            }
-            Outcome::Unavailable(_) if app.config.degraded.allow_group_changes => {
-                queued = Some(crate::sync::Payload::GroupChange {
-                    group: group.clone(),
-                    join,
-                });
-            }
-            Outcome::Unavailable(u) => {
-                return Err(AccountError::Invalid(format!(
-                    "Keycloak is unreachable ({u}) and degraded.allow_group_changes is false; try again when it is back"
-                )));
+            Ok(()) => Ok(None),
+            Err(UpstreamError::Rejected(r)) => Err(AccountError::Invalid(format!(
+                "Keycloak refused the group change: {r}"
+            ))),
+            Err(UpstreamError::Unavailable(u)) => {
+                match self.policy.when_unavailable(Action::GroupChange) {
+                    Decision::Deny => Err(AccountError::Invalid(format!(
+                        "Keycloak is unreachable ({u}) and degraded.allow_group_changes is false; try again when it is back"
+                    ))),
+                    Decision::Queue | Decision::Allow => Ok(Some(Payload::GroupChange {
+                        group: group.to_owned(),
+                        join,
+                    })),
+                }
             }
         }
     }
-    let now = app.clock.now();
-    let (k, app2) = (key.clone(), app.clone());
-    let groups = super::write(&app.store, move |w| {
-        let Some(mut u) = w.user(&k)? else {
-            return Ok(None);
-        };
-        u.groups.retain(|g| *g != group);
-        if join {
-            u.groups.push(group.clone());
-        }
-        u.updated_at = now;
-        w.put_user(&u)?;
-        if let Some(p) = &queued {
-            crate::sync::enqueue(&app2, w, &k, p, now)?;
-        }
-        w.append_audit(&admin_audit(
-            &k,
-            now,
-            if join { "group_added" } else { "group_removed" },
-        ))?;
-        Ok(Some(u.groups))
-    })
-    .await?
-    .ok_or_else(|| AccountError::NotFound(key.clone()))?;
-    Ok(groups)
 }

@@ -1,19 +1,35 @@
-//! Authentication rules: login, sessions, password changes, account administration and the
-//! regulation policy. Everything here speaks domain types and returns [`AuthError`], which the
-//! HTTP layer maps to status codes in exactly one place (`http::error`).
+//! Authentication: login, sessions, who a request is ([`principal`]), password changes,
+//! account administration, the sealed token cache and the token refresher. [`Auth`] is the
+//! service: the composition root builds it from the narrow things it uses (store, clock,
+//! hasher, token sealing, policy, upstream, metrics, sync queue); nothing here sees `App`.
+//! Everything speaks domain types and returns [`AuthError`], whose code string is written once
+//! ([`AuthError::code`]); the HTTP layer adds the status code (`http::error`).
 
 pub mod accounts;
 pub mod login;
 pub mod password;
+pub mod principal;
 pub mod refresh;
-pub mod regulation;
 pub mod session;
+pub mod tokens;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::crypto::HashError;
-use crate::domain::{Tenant, UserKey, Username};
-use crate::store::StoreError;
+use crate::clock::Clock;
+use crate::config::{AuthOrder, Config};
+use crate::crypto::{HashError, Hasher, Secret};
+use crate::domain::{AuthMode, Tenant, UserKey, Username};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::policy::regulation::Subjects;
+use crate::store::audit::{AuditEvent, AuditRecord};
+use crate::store::users::UserRecord;
+use crate::store::{Store, StoreError};
+use crate::sync::Queue;
+use crate::upstream::Upstream;
+use session::Activity;
+use tokens::TokenVault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -46,6 +62,26 @@ pub enum AuthError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl AuthError {
+    /// The error's code (API bodies, metrics labels, access log): written here and nowhere else.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::BadRequest(_) => "bad_request",
+            AuthError::InvalidCredentials => "invalid_credentials",
+            AuthError::AccountDisabled => "account_disabled",
+            AuthError::AccountSetupRequired => "account_setup_required",
+            AuthError::TooManyAttempts { .. } => "too_many_attempts",
+            AuthError::Overloaded => "overloaded",
+            AuthError::WeakPassword(_) => "weak_password",
+            AuthError::OfflineLoginExpired => "offline_login_expired",
+            AuthError::OfflineLoginNotAllowed => "offline_login_not_allowed",
+            AuthError::DegradedModeForbidden(_) => "degraded_mode_forbidden",
+            AuthError::Store(s) if s.is_storage() => "storage_unavailable",
+            AuthError::Store(_) | AuthError::Internal(_) => "internal_error",
+        }
+    }
 }
 
 impl From<HashError> for AuthError {
@@ -90,14 +126,162 @@ pub fn check_password_input(field: &str, password: &str) -> Result<(), AuthError
     Ok(())
 }
 
-/// Runs a store write on the blocking pool (a commit waits for fsync).
-pub(crate) async fn write<T: Send + 'static>(
-    store: &std::sync::Arc<crate::store::Store>,
-    f: impl FnOnce(&mut crate::store::WriteTx) -> crate::store::Result<T> + Send + 'static,
-) -> Result<T, AuthError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.write(f))
-        .await
-        .map_err(|e| AuthError::Internal(e.to_string()))?
-        .map_err(AuthError::Store)
+/// The settings the auth service reads from `[auth]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub order: AuthOrder,
+    pub session_ttl: u64,
+    pub session_idle: u64,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            order: config.auth.order,
+            session_ttl: config.auth.session_ttl.as_secs(),
+            session_idle: config.auth.session_idle.as_secs(),
+        }
+    }
+}
+
+/// The parts the auth service is built from.
+#[derive(Debug)]
+pub struct AuthParts {
+    pub store: Arc<Store>,
+    pub clock: Arc<Clock>,
+    pub hasher: Hasher,
+    pub tokens: TokenVault,
+    pub policy: Arc<Policy>,
+    pub upstream: Arc<Upstream>,
+    pub metrics: Arc<Metrics>,
+    pub queue: Queue,
+    pub settings: Settings,
+}
+
+/// The authentication service: logins, sessions, password changes, accounts, the refresher.
+#[derive(Debug)]
+pub struct Auth {
+    store: Arc<Store>,
+    clock: Arc<Clock>,
+    hasher: Hasher,
+    tokens: TokenVault,
+    policy: Arc<Policy>,
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    queue: Queue,
+    settings: Settings,
+    /// Last use of each session since the last flush (design rule 8).
+    activity: Activity,
+}
+
+impl Auth {
+    pub fn new(p: AuthParts) -> Self {
+        Auth {
+            store: p.store,
+            clock: p.clock,
+            hasher: p.hasher,
+            tokens: p.tokens,
+            policy: p.policy,
+            upstream: p.upstream,
+            metrics: p.metrics,
+            queue: p.queue,
+            settings: p.settings,
+            activity: Activity::default(),
+        }
+    }
+
+    /// Runs a store write on the blocking pool (a commit waits for fsync).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut crate::store::WriteTx) -> crate::store::Result<T> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        Ok(self.store.write_blocking(f).await?)
+    }
+
+    async fn audit_only(&self, row: AuditRecord) -> Result<(), AuthError> {
+        self.write(move |w| w.append_audit(&row).map(|_| ())).await
+    }
+
+    /// Regulation before any password work or Keycloak call (design §3): reads the user and
+    /// the bans on the user and the client IP. A banned attempt is audited and refused.
+    async fn admit(&self, a: &Attempt) -> Result<Option<UserRecord>, AuthError> {
+        let regulator = &self.policy.regulator;
+        let (user, banned) = self
+            .store
+            .read(|r| Ok((r.user(&a.key)?, regulator.banned(r, &a.subjects, a.now)?)))?;
+        if let Some(retry_after) = banned {
+            self.audit_only(a.audit("too_many_attempts", None)).await?;
+            return Err(AuthError::TooManyAttempts { retry_after });
+        }
+        Ok(user)
+    }
+
+    /// A wrong password: counts a failure against the user and the IP (and the offline
+    /// lockout when `offline`), writes the audit row, and says what to answer.
+    async fn fail(
+        &self,
+        a: &Attempt,
+        outcome: &str,
+        offline: bool,
+    ) -> Result<AuthError, AuthError> {
+        let (regulator, subjects) = (self.policy.regulator.clone(), a.subjects.clone());
+        let (row, now) = (a.audit(outcome, None), a.now);
+        let retry = self
+            .write(move |w| {
+                let retry = regulator.record_failure(w, &subjects, offline, now)?;
+                w.append_audit(&row)?;
+                Ok(retry)
+            })
+            .await?;
+        let what = match a.event {
+            AuditEvent::PasswordChange => "password change",
+            _ => "login",
+        };
+        log::debug!(
+            "{what} failed user={} tenant={} outcome={outcome}",
+            a.key.username,
+            a.key.tenant
+        );
+        Ok(match retry {
+            Some(retry_after) => AuthError::TooManyAttempts { retry_after },
+            None => AuthError::InvalidCredentials,
+        })
+    }
+}
+
+/// One attempt at an endpoint that takes a password: who, from where, when, and which
+/// regulation counters it touches.
+#[derive(Debug, Clone)]
+struct Attempt {
+    key: UserKey,
+    password: Secret,
+    client: Client,
+    now: u64,
+    subjects: Subjects,
+    event: AuditEvent,
+}
+
+impl Attempt {
+    fn new(key: UserKey, password: Secret, client: Client, now: u64, event: AuditEvent) -> Self {
+        Attempt {
+            subjects: Subjects::new(&key, client.ip),
+            key,
+            password,
+            client,
+            now,
+            event,
+        }
+    }
+
+    fn audit(&self, outcome: &str, mode: Option<AuthMode>) -> AuditRecord {
+        AuditRecord {
+            at: self.now,
+            event: self.event,
+            tenant: self.key.tenant.to_string(),
+            username: self.key.username.to_string(),
+            client_ip: self.client.ip.map(|i| i.to_string()),
+            outcome: outcome.into(),
+            auth_mode: mode,
+        }
+    }
 }

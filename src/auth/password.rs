@@ -2,20 +2,16 @@
 //! same regulation as a login, enforces the local policy, and revokes the user's other
 //! sessions in the same transaction that stores the new hash.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
-use super::regulation::{banned_for, ip_subject, record_failures, user_subject};
-use super::{AuthError, Client, check_password_input, user_key};
-use crate::app::App;
-use crate::config::PasswordChangePolicy;
+use super::{Attempt, Auth, AuthError, Client, check_password_input, user_key};
 use crate::crypto::{Secret, SessionDigest, Verified};
 use crate::domain::Source;
-use crate::keycloak::admin::Admin;
-use crate::keycloak::outcome::{Outcome, Rejection};
-use crate::store::audit::{AuditEvent, AuditRecord};
+use crate::policy::{Action, Decision};
+use crate::store::audit::AuditEvent;
 use crate::store::sessions::RevokeReason;
+use crate::store::users::UserRecord;
+use crate::upstream::{Rejection, UpstreamError};
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct PasswordRequest {
@@ -45,255 +41,157 @@ pub struct PasswordChanged {
     pub revoked_sessions: u64,
 }
 
-/// The local password policy. Returns the reason a password is refused.
-pub fn policy_check(
-    min_len: usize,
-    username: &str,
-    new: &str,
-    old: Option<&str>,
-) -> Result<(), String> {
-    if new.chars().count() < min_len {
-        return Err(format!(
-            "the new password must be at least {min_len} characters long"
-        ));
-    }
-    if new.eq_ignore_ascii_case(username) {
-        return Err("the new password must not be the username".into());
-    }
-    if old == Some(new) {
-        return Err("the new password must differ from the old one".into());
-    }
-    Ok(())
-}
-
-pub async fn change_password(
-    app: &Arc<App>,
-    req: PasswordRequest,
-    current: Option<SessionDigest>,
-    client: Client,
-) -> Result<PasswordChanged, AuthError> {
-    let key = user_key(req.tenant.as_deref(), &req.username)?;
-    check_password_input("old_password", req.old_password.expose())?;
-    check_password_input("new_password", req.new_password.expose())?;
-    let now = app.clock.now();
-    let (us, is) = (user_subject(&key), client.ip.map(ip_subject));
-
-    let (user, banned) = app.store.read(|r| {
-        let mut banned = banned_for(r.strikes(&us)?.as_ref(), now);
-        if let Some(is) = &is {
-            banned = banned.max(banned_for(r.strikes(is)?.as_ref(), now));
-        }
-        Ok((r.user(&key)?, banned))
-    })?;
-    if let Some(retry_after) = banned {
-        return Err(AuthError::TooManyAttempts { retry_after });
-    }
-    let keycloak = app
-        .keycloak
-        .clone()
-        .filter(|_| user.as_ref().is_some_and(|u| u.source == Source::Keycloak));
-    let audit = |outcome: &str| AuditRecord {
-        at: now,
-        event: AuditEvent::PasswordChange,
-        tenant: key.tenant.to_string(),
-        username: key.username.to_string(),
-        client_ip: client.ip.map(|i| i.to_string()),
-        outcome: outcome.into(),
-        auth_mode: None,
-    };
-    let fail = |us: String, is: Option<String>| {
-        let cfg = app.config.regulation.clone();
-        let row = audit("invalid_credentials");
-        async move {
-            let mut subjects = vec![(us, cfg.max_retries, cfg.clone())];
-            if let Some(is) = is {
-                subjects.push((is, cfg.max_retries_per_ip, cfg.clone()));
-            }
-            let retry = super::write(&app.store, move |w| {
-                let retry = record_failures(w, &subjects, now)?;
-                w.append_audit(&row)?;
-                Ok(retry)
-            })
-            .await?;
-            Ok::<AuthError, AuthError>(match retry {
-                Some(retry_after) => AuthError::TooManyAttempts { retry_after },
-                None => AuthError::InvalidCredentials,
-            })
-        }
-    };
-
-    // Is the old password right? Keycloak decides while it answers; the local hash otherwise.
-    let mut online = false;
-    if let Some(kc) = &keycloak {
-        let tier = kc.tier(&key.tenant);
-        let (t, u, p) = (
-            tier.clone(),
-            key.username.to_string(),
-            req.old_password.clone(),
+impl Auth {
+    pub async fn change_password(
+        &self,
+        req: PasswordRequest,
+        current: Option<SessionDigest>,
+        client: Client,
+    ) -> Result<PasswordChanged, AuthError> {
+        let key = user_key(req.tenant.as_deref(), &req.username)?;
+        check_password_input("old_password", req.old_password.expose())?;
+        check_password_input("new_password", req.new_password.expose())?;
+        let a = Attempt::new(
+            key,
+            req.old_password,
+            client,
+            self.clock.now(),
+            AuditEvent::PasswordChange,
         );
-        match kc
-            .call(&app.metrics, "password_grant", move || {
-                t.client.password_grant(&t.endpoints(), &u, &p)
-            })
-            .await
-        {
-            Outcome::Ok(_) => online = true,
-            Outcome::Rejected(Rejection::AccountDisabled) => {
-                return Err(AuthError::AccountDisabled);
-            }
-            Outcome::Rejected(_) => return Err(fail(us, is).await?),
-            Outcome::Unavailable(_) => {}
-        }
-    }
-    let user = if online {
-        user
-    } else {
-        let verified = app
-            .hasher
-            .verify(
-                &req.old_password,
-                user.as_ref().and_then(|u| u.password_hash.as_deref()),
-            )
-            .await?;
-        if verified == Verified::NoMatch {
-            return Err(fail(us, is).await?);
-        }
-        user
-    };
-    let Some(user) = user else {
-        return Err(fail(us, is).await?);
-    };
-    if !user.enabled {
-        return Err(AuthError::AccountDisabled);
-    }
-    policy_check(
-        app.config.auth.min_password_length,
-        key.username.as_str(),
-        req.new_password.expose(),
-        Some(req.old_password.expose()),
-    )
-    .map_err(AuthError::WeakPassword)?;
+        let user = self.admit(&a).await?;
+        let keycloak_user =
+            self.upstream.enabled() && user.as_ref().is_some_and(|u| u.source == Source::Keycloak);
 
-    // Keycloak users: the central password first (its policy may refuse), else queue or deny.
-    let mut mode = PasswordMode::LocalOnly;
-    if let Some(kc) = &keycloak {
-        let mut reached = false;
-        if online {
-            let tier = kc.tier(&key.tenant);
-            let (k, t, u, p) = (
-                kc.clone(),
-                tier.clone(),
-                key.username.to_string(),
-                req.new_password.clone(),
-            );
-            let out = kc
-                .admin_call(&app.metrics, "reset_password", app.clock.now(), move || {
-                    let admin = Admin::new(&t, &k.admin_tokens);
-                    admin.for_user(&u, |admin, id| admin.reset_password(id, &p))
-                })
-                .await;
-            match out {
-                Outcome::Ok(()) => {
-                    reached = true;
-                    mode = PasswordMode::Synchronized;
-                }
-                Outcome::Rejected(Rejection::Other { description, .. }) => {
-                    audit_only(app, audit("weak_password")).await?;
-                    return Err(AuthError::WeakPassword(description));
-                }
-                Outcome::Rejected(r) => {
-                    audit_only(app, audit("keycloak_rejected")).await?;
-                    return Err(AuthError::WeakPassword(r.to_string()));
-                }
-                Outcome::Unavailable(_) => {}
+        // Is the old password right? Keycloak decides while it answers; the local hash otherwise.
+        let online = keycloak_user && self.old_password_online(&a).await?;
+        if !online {
+            let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+            if self.hasher.verify(&a.password, hash).await? == Verified::NoMatch {
+                return Err(self.fail(&a, "invalid_credentials", false).await?);
             }
         }
-        if !reached {
-            if app.config.degraded.password_change == PasswordChangePolicy::Deny {
-                audit_only(app, audit("degraded_mode_forbidden")).await?;
-                return Err(AuthError::DegradedModeForbidden(
-                    "Keycloak is unreachable and this site does not accept password changes until it is back".into(),
-                ));
-            }
-            mode = PasswordMode::LocalOnlyQueued;
-        }
-    }
-
-    let phc = app.hasher.hash(&req.new_password).await?;
-    let mut updated = user;
-    updated.password_hash = Some(phc);
-    updated.updated_at = now;
-    let keep = current;
-    let row = audit("ok");
-    let queued =
-        (mode == PasswordMode::LocalOnlyQueued).then(|| crate::sync::Payload::PasswordChange {
-            password: req.new_password.clone(),
-        });
-    let app2 = app.clone();
-    let revoked = super::write(&app.store, move |w| {
-        // Keep the caller's own session only if it belongs to this user.
-        let keep = match keep {
-            Some(d) => w_session_owner(w, &d)?
-                .filter(|k| *k == updated.key())
-                .map(|_| d),
-            None => None,
+        let Some(user) = user else {
+            return Err(self.fail(&a, "invalid_credentials", false).await?);
         };
-        w.put_user(&updated)?;
-        let n = w.revoke_user_sessions(
-            &updated.key(),
-            RevokeReason::PasswordChanged,
-            now,
-            keep.as_ref(),
-        )?;
-        w.clear_strikes(&us_for(&updated))?;
-        if let Some(p) = &queued {
-            crate::sync::enqueue(&app2, w, &updated.key(), p, now)?;
+        if !user.enabled {
+            return Err(AuthError::AccountDisabled);
         }
-        w.append_audit(&row)?;
-        Ok(n)
-    })
-    .await?;
-    log::debug!(
-        "password changed user={} tenant={} mode={mode:?} revoked_sessions={revoked}",
-        key.username,
-        key.tenant
-    );
-    Ok(PasswordChanged {
-        local_updated: true,
-        keycloak_updated: mode == PasswordMode::Synchronized,
-        mode,
-        revoked_sessions: revoked,
-    })
-}
+        self.policy
+            .check_new_password(
+                a.key.username.as_str(),
+                req.new_password.expose(),
+                Some(a.password.expose()),
+            )
+            .map_err(AuthError::WeakPassword)?;
 
-async fn audit_only(app: &App, row: AuditRecord) -> Result<(), AuthError> {
-    super::write(&app.store, move |w| w.append_audit(&row).map(|_| ())).await
-}
-
-fn us_for(u: &crate::store::users::UserRecord) -> String {
-    user_subject(&u.key())
-}
-
-fn w_session_owner(
-    w: &mut crate::store::WriteTx,
-    d: &SessionDigest,
-) -> crate::store::Result<Option<crate::domain::UserKey>> {
-    Ok(w.session(d)?.map(|s| s.user_key()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::policy_check;
-
-    #[test]
-    fn policy() {
-        assert!(policy_check(8, "alice", "short", None).is_err());
-        assert!(policy_check(8, "alice12345", "ALICE12345", None).is_err());
-        assert!(policy_check(8, "alice", "same-password", Some("same-password")).is_err());
-        assert!(policy_check(8, "alice", "a-new-password", Some("old")).is_ok());
-        assert!(
-            policy_check(3, "bob", "ééé", None).is_ok(),
-            "counts characters, not bytes"
+        // Keycloak users: the central password first (its policy may refuse), else queue or deny.
+        let mode = if !keycloak_user {
+            PasswordMode::LocalOnly
+        } else if online && self.new_password_online(&a, &req.new_password).await? {
+            PasswordMode::Synchronized
+        } else if self.policy.when_unavailable(Action::PasswordChange) == Decision::Deny {
+            self.audit_only(a.audit("degraded_mode_forbidden", None))
+                .await?;
+            return Err(AuthError::DegradedModeForbidden(
+                "Keycloak is unreachable and this site does not accept password changes until it is back".into(),
+            ));
+        } else {
+            PasswordMode::LocalOnlyQueued
+        };
+        let revoked = self
+            .store_password(&a, user, &req.new_password, mode, current)
+            .await?;
+        log::debug!(
+            "password changed user={} tenant={} mode={mode:?} revoked_sessions={revoked}",
+            a.key.username,
+            a.key.tenant
         );
+        Ok(PasswordChanged {
+            local_updated: true,
+            keycloak_updated: mode == PasswordMode::Synchronized,
+            mode,
+            revoked_sessions: revoked,
+        })
+    }
+
+    /// The old password, asked of Keycloak: true when it accepted it, false when it could not
+    /// be asked; a refusal is the answer.
+    async fn old_password_online(&self, a: &Attempt) -> Result<bool, AuthError> {
+        let asked = self
+            .upstream
+            .password_grant(&a.key.tenant, a.key.username.as_str(), &a.password)
+            .await;
+        match asked {
+            Ok(_) => Ok(true),
+            Err(UpstreamError::Rejected(Rejection::AccountDisabled)) => {
+                Err(AuthError::AccountDisabled)
+            }
+            Err(UpstreamError::Rejected(_)) => {
+                Err(self.fail(a, "invalid_credentials", false).await?)
+            }
+            Err(UpstreamError::Unavailable(_)) => Ok(false),
+        }
+    }
+
+    /// The new password, set in Keycloak: true when it took it, false when it could not be
+    /// asked; a refusal (its password policy) is the answer.
+    async fn new_password_online(&self, a: &Attempt, new: &Secret) -> Result<bool, AuthError> {
+        let (u, p) = (a.key.username.to_string(), new.clone());
+        let out = self
+            .upstream
+            .admin("reset_password", &a.key.tenant, move |admin| {
+                admin.for_user(&u, |admin, id| admin.reset_password(id, &p))
+            })
+            .await;
+        match out {
+            Ok(()) => Ok(true),
+            Err(UpstreamError::Rejected(Rejection::Other { description, .. })) => {
+                self.audit_only(a.audit("weak_password", None)).await?;
+                Err(AuthError::WeakPassword(description))
+            }
+            Err(UpstreamError::Rejected(r)) => {
+                self.audit_only(a.audit("keycloak_rejected", None)).await?;
+                Err(AuthError::WeakPassword(r.to_string()))
+            }
+            Err(UpstreamError::Unavailable(_)) => Ok(false),
+        }
+    }
+
+    /// Stores the new hash, revokes the user's other sessions (keeping the caller's own), ends
+    /// the user's ban and queues the change when it is queued: one transaction.
+    async fn store_password(
+        &self,
+        a: &Attempt,
+        mut user: UserRecord,
+        new: &Secret,
+        mode: PasswordMode,
+        current: Option<SessionDigest>,
+    ) -> Result<u64, AuthError> {
+        user.password_hash = Some(self.hasher.hash(new).await?);
+        user.updated_at = a.now;
+        let queued =
+            (mode == PasswordMode::LocalOnlyQueued).then(|| crate::sync::Payload::PasswordChange {
+                password: new.clone(),
+            });
+        let (row, now) = (a.audit("ok", None), a.now);
+        let (queue, regulator) = (self.queue.clone(), self.policy.regulator.clone());
+        self.write(move |w| {
+            let key = user.key();
+            // Keep the caller's own session only if it belongs to this user.
+            let keep = match current {
+                Some(d) => w.session(&d)?.filter(|s| s.user_key() == key).map(|_| d),
+                None => None,
+            };
+            w.put_user(&user)?;
+            let n =
+                w.revoke_user_sessions(&key, RevokeReason::PasswordChanged, now, keep.as_ref())?;
+            regulator.clear_user(w, &key)?;
+            if let Some(p) = &queued {
+                queue.enqueue(w, &key, p, now)?;
+            }
+            w.append_audit(&row)?;
+            Ok(n)
+        })
+        .await
     }
 }

@@ -6,15 +6,14 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::{AuthError, Client};
-use crate::app::App;
+use super::{Auth, AuthError, Client};
 use crate::crypto::{SessionDigest, SessionId};
 use crate::domain::AuthMode;
-use crate::resilience::monitor::KeycloakStatus;
 use crate::store::StoreError;
 use crate::store::audit::{AuditEvent, AuditRecord};
 use crate::store::sessions::{RevokeReason, SessionRecord};
 use crate::store::users::UserRecord;
+use crate::upstream::KeycloakStatus;
 
 /// Why a presented session is not valid (design §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,164 +123,164 @@ impl Activity {
     }
 }
 
-/// Writes the batched last-use times to the store in one transaction.
-pub fn flush_activity(app: &App) -> Result<usize, StoreError> {
-    let seen = app.activity.snapshot();
-    if seen.is_empty() {
-        return Ok(0);
+impl Auth {
+    /// Writes the batched last-use times to the store in one transaction.
+    pub fn flush_activity(&self) -> Result<usize, StoreError> {
+        let seen = self.activity.snapshot();
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        self.store.write(|w| w.touch_sessions(&seen))?;
+        self.activity.flushed(&seen);
+        Ok(seen.len())
     }
-    app.store.write(|w| w.touch_sessions(&seen))?;
-    app.activity.flushed(&seen);
-    Ok(seen.len())
-}
 
-/// A fresh session record for `user`, starting at `now`.
-pub fn new_session(app: &App, user: &UserRecord, auth_mode: AuthMode, now: u64) -> SessionRecord {
-    SessionRecord {
-        tenant: user.tenant.clone(),
-        username: user.username.clone(),
-        auth_mode,
-        created_at: now,
-        last_seen: now,
-        expires_at: now.saturating_add(app.config.auth.session_ttl.as_secs()),
-        revoked_at: None,
-        revoked_reason: None,
-        keycloak: None,
+    /// A fresh session record for `user`, starting at `now`.
+    pub(super) fn new_session(
+        &self,
+        user: &UserRecord,
+        auth_mode: AuthMode,
+        now: u64,
+    ) -> SessionRecord {
+        SessionRecord {
+            tenant: user.tenant.clone(),
+            username: user.username.clone(),
+            auth_mode,
+            created_at: now,
+            last_seen: now,
+            expires_at: now.saturating_add(self.settings.session_ttl),
+            revoked_at: None,
+            revoked_reason: None,
+            keycloak: None,
+        }
     }
-}
 
-/// Checks a presented session id. Reads only; the use is recorded in memory.
-pub fn validate(app: &App, token: &str) -> Result<SessionCheck, StoreError> {
-    let Some(id) = SessionId::parse(token) else {
-        return Ok(SessionCheck::Invalid(InvalidReason::TokenInvalid));
-    };
-    let digest = id.digest();
-    let now = app.clock.now();
-    let idle = app.config.auth.session_idle.as_secs();
-    let found = app.store.read(|r| {
-        let Some(s) = r.session(&digest)? else {
-            return Ok(None);
+    /// Checks a presented session id. Reads only; the use is recorded in memory.
+    pub fn validate(&self, token: &str) -> Result<SessionCheck, StoreError> {
+        let Some(id) = SessionId::parse(token) else {
+            return Ok(SessionCheck::Invalid(InvalidReason::TokenInvalid));
         };
-        let user = r.user(&s.user_key())?;
-        Ok(Some((s, user)))
-    })?;
-    let Some((session, user)) = found else {
-        return Ok(SessionCheck::Invalid(InvalidReason::SessionNotFound));
-    };
-    if session.revoked_at.is_some() {
-        return Ok(SessionCheck::Invalid(InvalidReason::Revoked));
+        self.validate_digest(id.digest())
     }
-    let last_seen = app
-        .activity
-        .get(&digest)
-        .map_or(session.last_seen, |a| a.max(session.last_seen));
-    if now >= session.ends_at(last_seen, idle) {
-        return Ok(SessionCheck::Invalid(InvalidReason::SessionExpired));
-    }
-    let Some(user) = user.filter(|u| u.enabled) else {
-        return Ok(SessionCheck::Invalid(InvalidReason::Revoked));
-    };
-    let offline = session.auth_mode == AuthMode::Keycloak
-        && app
-            .keycloak
-            .as_ref()
-            .is_some_and(|k| k.status() == KeycloakStatus::Offline);
-    let (mode, warning) = if offline {
-        // Served from the cache, for at most token_grace_period after the tokens were renewed.
-        let grace = app.config.keycloak.resilience.token_grace_period.as_secs();
-        let renewed = session
-            .keycloak
-            .as_ref()
-            .map_or(session.created_at, |t| t.renewed_at);
-        if now.saturating_sub(renewed) > grace {
+
+    pub(super) fn validate_digest(
+        &self,
+        digest: SessionDigest,
+    ) -> Result<SessionCheck, StoreError> {
+        let now = self.clock.now();
+        let idle = self.settings.session_idle;
+        let found = self.store.read(|r| {
+            let Some(s) = r.session(&digest)? else {
+                return Ok(None);
+            };
+            let user = r.user(&s.user_key())?;
+            Ok(Some((s, user)))
+        })?;
+        let Some((session, user)) = found else {
+            return Ok(SessionCheck::Invalid(InvalidReason::SessionNotFound));
+        };
+        if session.revoked_at.is_some() {
+            return Ok(SessionCheck::Invalid(InvalidReason::Revoked));
+        }
+        let last_seen = self
+            .activity
+            .get(&digest)
+            .map_or(session.last_seen, |a| a.max(session.last_seen));
+        if now >= session.ends_at(last_seen, idle) {
             return Ok(SessionCheck::Invalid(InvalidReason::SessionExpired));
         }
-        (
-            AuthMode::Cached,
-            Some(
-                "Keycloak is unreachable; this session is served from the site's cache".to_owned(),
-            ),
-        )
-    } else {
-        (session.auth_mode, None)
-    };
-    app.activity.touch(&digest, now);
-    let ends_at = session.ends_at(now, idle);
-    Ok(SessionCheck::Valid(Box::new(ValidSession {
-        digest,
-        session,
-        user,
-        ends_at,
-        mode,
-        warning,
-    })))
-}
-
-/// Ends the presented session, if it exists. Idempotent; every call is audited.
-pub async fn logout(app: &App, token: Option<&str>, client: Client) -> Result<(), AuthError> {
-    let Some(id) = token.and_then(SessionId::parse) else {
-        return Ok(());
-    };
-    let digest = id.digest();
-    let now = app.clock.now();
-    let ip = client.ip.map(|i| i.to_string());
-    let revoked = super::write(&app.store, move |w| {
-        let Some(s) = w.revoke_session(&digest, RevokeReason::Logout, now)? else {
-            return Ok(None);
+        let Some(user) = user.filter(|u| u.enabled) else {
+            return Ok(SessionCheck::Invalid(InvalidReason::Revoked));
         };
-        if s.revoked_at.is_none() {
-            w.append_audit(&AuditRecord {
-                at: now,
-                event: AuditEvent::Logout,
-                tenant: s.tenant.to_string(),
-                username: s.username.to_string(),
-                client_ip: ip,
-                outcome: "ok".into(),
-                auth_mode: Some(s.auth_mode),
-            })?;
-        }
-        Ok(Some(s))
-    })
-    .await?;
-    app.activity.forget(&digest);
-    if let Some(s) = revoked {
-        log::debug!("logout user={} tenant={}", s.username, s.tenant);
-        end_keycloak_session(app, &s);
-    }
-    Ok(())
-}
-
-/// Ends the Keycloak session behind a site session, in the background (the user's logout is
-/// already committed and answered). Skipped while Keycloak is unreachable.
-pub fn end_keycloak_session(app: &App, s: &SessionRecord) {
-    let (Some(kc), Some(sealed)) = (app.keycloak.clone(), s.keycloak.as_ref()) else {
-        return;
-    };
-    if kc.status() == KeycloakStatus::Offline {
-        return;
-    }
-    let key = s.user_key();
-    let Some(tokens) = super::login::open_tokens(app, &key, sealed) else {
-        return;
-    };
-    let Some(refresh) = tokens.refresh_token else {
-        return;
-    };
-    let metrics = app.metrics.clone();
-    tokio::spawn(async move {
-        let tier = kc.tier(&key.tenant);
-        let out = kc
-            .call(&metrics, "logout", move || {
-                tier.client.logout(&tier.endpoints(), &refresh)
-            })
-            .await;
-        match out {
-            crate::keycloak::outcome::Outcome::Ok(()) => {
-                log::debug!("Keycloak session of {key} ended")
+        let offline = session.auth_mode == AuthMode::Keycloak
+            && self.upstream.status() == KeycloakStatus::Offline;
+        let (mode, warning) = if offline {
+            // Served from the cache, for at most token_grace_period after the tokens were renewed.
+            let renewed = session
+                .keycloak
+                .as_ref()
+                .map_or(session.created_at, |t| t.renewed_at);
+            if !self.policy.offline.within_grace(renewed, now) {
+                return Ok(SessionCheck::Invalid(InvalidReason::SessionExpired));
             }
-            other => log::info!("Keycloak logout of {key} did not complete: {other:?}"),
+            (
+                AuthMode::Cached,
+                Some(
+                    "Keycloak is unreachable; this session is served from the site's cache"
+                        .to_owned(),
+                ),
+            )
+        } else {
+            (session.auth_mode, None)
+        };
+        self.activity.touch(&digest, now);
+        let ends_at = session.ends_at(now, idle);
+        Ok(SessionCheck::Valid(Box::new(ValidSession {
+            digest,
+            session,
+            user,
+            ends_at,
+            mode,
+            warning,
+        })))
+    }
+
+    /// Ends the session `digest` names, if it exists. Idempotent; every call is audited.
+    pub(super) async fn end_session(
+        &self,
+        digest: SessionDigest,
+        client: Client,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let ip = client.ip.map(|i| i.to_string());
+        let revoked = self
+            .write(move |w| {
+                let Some(s) = w.revoke_session(&digest, RevokeReason::Logout, now)? else {
+                    return Ok(None);
+                };
+                if s.revoked_at.is_none() {
+                    w.append_audit(&AuditRecord {
+                        at: now,
+                        event: AuditEvent::Logout,
+                        tenant: s.tenant.to_string(),
+                        username: s.username.to_string(),
+                        client_ip: ip,
+                        outcome: "ok".into(),
+                        auth_mode: Some(s.auth_mode),
+                    })?;
+                }
+                Ok(Some(s))
+            })
+            .await?;
+        self.activity.forget(&digest);
+        if let Some(s) = revoked {
+            log::debug!("logout user={} tenant={}", s.username, s.tenant);
+            self.end_keycloak_session(&s);
         }
-    });
+        Ok(())
+    }
+
+    /// Ends the Keycloak session behind a site session, in the background (the user's logout
+    /// is already committed and answered). Skipped while Keycloak is unreachable.
+    fn end_keycloak_session(&self, s: &SessionRecord) {
+        let Some(sealed) = s.keycloak.as_ref() else {
+            return;
+        };
+        if !self.upstream.enabled() || self.upstream.status() == KeycloakStatus::Offline {
+            return;
+        }
+        let key = s.user_key();
+        let Some(refresh) = self.tokens.open(&key, sealed).and_then(|t| t.refresh_token) else {
+            return;
+        };
+        let upstream = self.upstream.clone();
+        tokio::spawn(async move {
+            match upstream.end_session(&key.tenant, refresh).await {
+                Ok(()) => log::debug!("Keycloak session of {key} ended"),
+                Err(e) => log::info!("Keycloak logout of {key} did not complete: {e:?}"),
+            }
+        });
+    }
 }
 
 #[cfg(test)]

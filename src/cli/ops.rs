@@ -63,32 +63,16 @@ pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), 
         )));
     }
     let tenant = crate::domain::Tenant::parse(tenant).map_err(AppError::Usage)?;
-    // Works while serving too: the checks need the store only to persist discovery, so a
-    // scratch store is used when the real one is locked.
-    let mut scratch_dir = None;
-    let store = match crate::store::Store::open(&config.server.data_dir) {
-        Ok(s) => s,
-        // Locked by a running server, or no usable data dir: never create one here.
-        Err(_) => {
-            let (dir, s) = tempdir_store()?;
-            scratch_dir = Some((dir, ()));
-            s
-        }
-    };
-    let kc = crate::keycloak::Keycloak::from_config(config, &store, &config.origin)?
+    // Reads only: works while serving too, and needs no store.
+    let client = crate::upstream::realm::client_for(config, &tenant)?
         .ok_or_else(|| AppError::Usage("no Keycloak configured".into()))?;
-    let checks = crate::keycloak::diagnose::run(&kc.tier(&tenant), &store);
+    let checks = crate::keycloak::diagnose::run(&client);
     if json {
         print_json(&serde_json::to_value(&checks).unwrap_or_default());
     } else {
         for c in &checks {
             println!("{} {:<18} {}", c.result.label(), c.name, c.detail);
         }
-    }
-    drop(kc);
-    drop(store);
-    if let Some((dir, _)) = scratch_dir {
-        let _ = std::fs::remove_dir_all(dir);
     }
     if checks.iter().all(|c| c.ok()) {
         Ok(())
@@ -99,12 +83,6 @@ pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), 
             checks.len()
         )))
     }
-}
-
-fn tempdir_store() -> Result<(PathBuf, crate::store::Store), AppError> {
-    let dir = std::env::temp_dir().join(format!("edgeauth-diagnose-{}", std::process::id()));
-    let store = crate::store::Store::open_or_create(&dir)?;
-    Ok((dir, store))
 }
 
 pub(super) fn init(args: &InitArgs) -> Result<(), AppError> {

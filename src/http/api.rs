@@ -13,9 +13,9 @@ use super::error::ApiError;
 use super::extract::{ApiJson, COOKIE_NAME, MalformedForwardedFor, Origin, Token, origin};
 use crate::app::App;
 use crate::auth::Client;
-use crate::auth::login::{LoginRequest, login as do_login};
-use crate::auth::password::{PasswordRequest, change_password};
-use crate::auth::session::{SessionCheck, logout as do_logout, validate};
+use crate::auth::login::LoginRequest;
+use crate::auth::password::PasswordRequest;
+use crate::auth::principal::{Credential, Principal};
 use crate::clock::rfc3339;
 use crate::crypto::SessionId;
 use crate::logsafe::clean;
@@ -52,10 +52,17 @@ fn user_json(u: &UserRecord) -> Value {
     })
 }
 
-fn keycloak_status(app: &App) -> &'static str {
-    app.keycloak
-        .as_ref()
-        .map_or("disabled", |k| k.status().as_str())
+/// What the request presents to say who it is (the session cookie or an `eas_` bearer), read
+/// once; [`crate::auth::Auth::identify`] says who that is.
+#[derive(Debug, Clone)]
+pub struct Presented(pub Option<Credential>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Presented {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Token(token) = Token::from_request_parts(parts, state).await?;
+        Ok(Presented(Credential::from_token(token.as_deref())))
+    }
 }
 
 fn with_note(mut res: Response, note: String) -> Response {
@@ -101,13 +108,13 @@ pub async fn login(
         clean(&req.username),
         clean(req.tenant.as_deref().unwrap_or("default"))
     );
-    match do_login(&app, req, Client { ip: from.ip }).await {
+    match app.auth.login(req, Client { ip: from.ip }).await {
         Ok(ok) => {
             let body = json!({
                 "success": true,
                 "session_id": ok.session_id.expose(),
                 "auth_mode": ok.session.auth_mode,
-                "keycloak_status": keycloak_status(&app),
+                "keycloak_status": app.upstream.status().as_str(),
                 "expires_at": rfc3339(ok.session.expires_at),
                 "user": user_json(&ok.user),
                 "warning": ok.warning,
@@ -129,14 +136,10 @@ pub async fn login(
 
 pub async fn session(
     State(app): State<Arc<App>>,
-    Token(token): Token,
+    Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    let check = match token.as_deref() {
-        None => None,
-        Some(t) => Some(validate(&app, t)?),
-    };
-    Ok(match check {
-        Some(SessionCheck::Valid(v)) => {
+    Ok(match app.auth.identify(credential.as_ref())? {
+        Principal::Session(v) => {
             app.metrics.validation("valid");
             let body = json!({
                 "valid": true,
@@ -149,7 +152,7 @@ pub async fn session(
         }
         other => {
             let reason = match other {
-                Some(SessionCheck::Invalid(r)) => r.as_str(),
+                Principal::Invalid(r) => r.as_str(),
                 _ => "session_not_found",
             };
             app.metrics.validation(reason);
@@ -170,9 +173,11 @@ pub async fn session(
 pub async fn logout(
     State(app): State<Arc<App>>,
     ClientAddr(from): ClientAddr,
-    Token(token): Token,
+    Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    do_logout(&app, token.as_deref(), Client { ip: from.ip }).await?;
+    app.auth
+        .logout(credential.as_ref(), Client { ip: from.ip })
+        .await?;
     let mut res = (StatusCode::OK, Json(json!({"success": true}))).into_response();
     set_cookie(&mut res, clear_cookie(&app));
     Ok(res)
@@ -181,7 +186,7 @@ pub async fn logout(
 pub async fn password(
     State(app): State<Arc<App>>,
     ClientAddr(from): ClientAddr,
-    Token(token): Token,
+    Presented(credential): Presented,
     ApiJson(req): ApiJson<PasswordRequest>,
 ) -> Response {
     let who = format!(
@@ -189,11 +194,12 @@ pub async fn password(
         clean(&req.username),
         clean(req.tenant.as_deref().unwrap_or("default"))
     );
-    let current = token
-        .as_deref()
-        .and_then(SessionId::parse)
-        .map(|id| id.digest());
-    match change_password(&app, req, current, Client { ip: from.ip }).await {
+    let current = credential.as_ref().and_then(Credential::session_digest);
+    match app
+        .auth
+        .change_password(req, current, Client { ip: from.ip })
+        .await
+    {
         Ok(done) => {
             let body = json!({
                 "success": true,
@@ -214,21 +220,19 @@ pub async fn password(
     }
 }
 
-/// A client on this box that no proxy forwarded ([`Origin::local`]), or a session whose user
-/// holds `server.operator_role`.
-fn is_operator(app: &App, from: Origin, token: Option<&str>) -> Result<bool, ApiError> {
+/// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal holding
+/// `server.operator_role`.
+fn is_operator(app: &App, from: Origin, credential: Option<&Credential>) -> Result<bool, ApiError> {
     if from.local {
         return Ok(true);
     }
-    let Some(t) = token else { return Ok(false) };
-    Ok(match validate(app, t)? {
-        SessionCheck::Valid(v) => v
-            .user
-            .roles
-            .iter()
-            .any(|r| *r == app.config.server.operator_role),
-        SessionCheck::Invalid(_) => false,
-    })
+    if credential.is_none() {
+        return Ok(false);
+    }
+    Ok(app
+        .auth
+        .identify(credential)?
+        .has_role(&app.config.server.operator_role))
 }
 
 fn forbidden() -> ApiError {
@@ -242,13 +246,13 @@ fn forbidden() -> ApiError {
 pub async fn status(
     State(app): State<Arc<App>>,
     ClientAddr(from): ClientAddr,
-    Token(token): Token,
+    Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    if !is_operator(&app, from, token.as_deref())? {
+    if !is_operator(&app, from, credential.as_ref())? {
         return Err(forbidden());
     }
     let a = app.clone();
-    let report = tokio::task::spawn_blocking(move || crate::status::report(&a))
+    let report = tokio::task::spawn_blocking(move || a.status())
         .await
         .map_err(|e| ApiError::from(crate::auth::AuthError::Internal(e.to_string())))??;
     Ok((StatusCode::OK, Json(report)).into_response())
@@ -257,9 +261,9 @@ pub async fn status(
 pub async fn metrics(
     State(app): State<Arc<App>>,
     ClientAddr(from): ClientAddr,
-    Token(token): Token,
+    Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    if !app.config.server.public_metrics && !is_operator(&app, from, token.as_deref())? {
+    if !app.config.server.public_metrics && !is_operator(&app, from, credential.as_ref())? {
         return Err(forbidden());
     }
     let mut res = app.metrics.encode().into_response();

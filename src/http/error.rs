@@ -45,30 +45,23 @@ impl ApiError {
 }
 
 impl From<AuthError> for ApiError {
+    /// The status of each error; its code string is [`AuthError::code`]'s.
     fn from(e: AuthError) -> Self {
-        let message = e.to_string();
-        let (status, code) = match &e {
-            AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            AuthError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
-            AuthError::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
-            AuthError::AccountSetupRequired => (StatusCode::FORBIDDEN, "account_setup_required"),
-            AuthError::TooManyAttempts { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
-            }
-            AuthError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            AuthError::WeakPassword(_) => (StatusCode::BAD_REQUEST, "weak_password"),
-            AuthError::OfflineLoginExpired => (StatusCode::FORBIDDEN, "offline_login_expired"),
-            AuthError::OfflineLoginNotAllowed => {
-                (StatusCode::FORBIDDEN, "offline_login_not_allowed")
-            }
-            AuthError::DegradedModeForbidden(_) => {
-                (StatusCode::FORBIDDEN, "degraded_mode_forbidden")
-            }
+        let status = match &e {
+            AuthError::BadRequest(_) | AuthError::WeakPassword(_) => StatusCode::BAD_REQUEST,
+            AuthError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            AuthError::AccountDisabled
+            | AuthError::AccountSetupRequired
+            | AuthError::OfflineLoginExpired
+            | AuthError::OfflineLoginNotAllowed
+            | AuthError::DegradedModeForbidden(_) => StatusCode::FORBIDDEN,
+            AuthError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AuthError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::Store(s) if s.is_storage() => {
                 log::error!("request refused: {e}");
                 let mut out = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
+                    e.code(),
                     "the appliance cannot write to its storage right now; nothing was changed, try again shortly",
                 );
                 out.retry_after = Some(5);
@@ -78,18 +71,17 @@ impl From<AuthError> for ApiError {
                 log::error!("request failed: {e}");
                 return ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
+                    e.code(),
                     "the appliance could not complete the request; see its log",
                 );
             }
         };
-        let mut out = ApiError::new(status, code, message);
-        if let AuthError::TooManyAttempts { retry_after } = e {
-            out.retry_after = Some(retry_after.max(1));
-        }
-        if let AuthError::Overloaded = e {
-            out.retry_after = Some(1);
-        }
+        let mut out = ApiError::new(status, e.code(), e.to_string());
+        out.retry_after = match e {
+            AuthError::TooManyAttempts { retry_after } => Some(retry_after.max(1)),
+            AuthError::Overloaded => Some(1),
+            _ => None,
+        };
         out
     }
 }

@@ -1,9 +1,9 @@
 //! The Keycloak admin REST API, as the service account of edgeauth's client sees it
 //! (client_credentials; realm-management roles `view-users` and `manage-users`, and nothing
 //! else: [`needed_role`] is the one home of which call needs which). Used by the sync queue's
-//! replay, the pull sync and provisioning, always through `Keycloak::admin_call`, so that none
+//! replay, the pull sync and provisioning, always through `upstream::Upstream::admin`, so that none
 //! of its answers touches the login side (design rule 9). Every method is blocking and ends in
-//! an [`Outcome`]: 5xx and transport failures are Unavailable; a 401/403 that survives a fresh
+//! a `Result<T, UpstreamError>`: 5xx and transport failures are Unavailable; a 401/403 that survives a fresh
 //! token means the service account lacks a role, which is a misconfiguration that names the
 //! endpoint and the role, not a user's problem.
 
@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Tier;
-use super::client::RawResponse;
-use super::outcome::{Outcome, Rejection, Unavailable, UnavailableKind};
+use super::client::{Endpoints, KeycloakClient, RawResponse};
+use super::outcome::{Rejection, Unavailable, UnavailableKind, UpstreamError};
 use crate::crypto::Secret;
 
 /// The profile fields a new Keycloak user gets. Keycloak 26's default user profile requires
@@ -59,8 +58,11 @@ pub struct TokenCache {
     token: Mutex<Option<(Secret, Instant)>>,
 }
 
+/// The admin API of one realm: its client, its token endpoint and the service account's
+/// token cache (owned by the caller, `upstream::Upstream`).
 pub struct Admin<'a> {
-    tier: &'a Tier,
+    client: &'a KeycloakClient,
+    endpoints: Endpoints,
     cache: &'a TokenCache,
 }
 
@@ -93,16 +95,16 @@ fn endpoint(path: &str) -> String {
         .join("/")
 }
 
-fn unexpected(client_id: &str, method: &str, path: &str, r: &RawResponse) -> Outcome<Value> {
+fn unexpected(client_id: &str, method: &str, path: &str, r: &RawResponse) -> UpstreamError {
     let what = format!("{method} /admin/realms/{{realm}}{}", endpoint(path));
     if r.status >= 500 {
-        return Outcome::Unavailable(Unavailable::new(
+        return UpstreamError::Unavailable(Unavailable::new(
             UnavailableKind::Status,
             format!("{what} answered HTTP {}", r.status),
         ));
     }
     if r.status == 401 || r.status == 403 {
-        return Outcome::Unavailable(Unavailable::new(
+        return UpstreamError::Unavailable(Unavailable::new(
             UnavailableKind::Misconfigured,
             format!(
                 "the admin API refused {what} with HTTP {}: give the service account of client {client_id} the realm-management role {}",
@@ -123,34 +125,24 @@ fn unexpected(client_id: &str, method: &str, path: &str, r: &RawResponse) -> Out
         .or(v["errorMessage"].as_str())
         .unwrap_or(&r.body)
         .to_owned();
-    Outcome::Rejected(Rejection::Other {
+    UpstreamError::Rejected(Rejection::Other {
         status: r.status,
         error,
         description,
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(path: &str, r: &RawResponse) -> Outcome<T> {
+fn parse<T: serde::de::DeserializeOwned>(path: &str, r: &RawResponse) -> Result<T, UpstreamError> {
     match serde_json::from_str(&r.body) {
-        Ok(v) => Outcome::Ok(v),
-        Err(e) => Outcome::Unavailable(Unavailable::new(
+        Ok(v) => Ok(v),
+        Err(e) => Err(UpstreamError::Unavailable(Unavailable::new(
             UnavailableKind::Garbage,
             format!(
                 "the admin API answered GET /admin/realms/{{realm}}{} in an unexpected shape: {e}",
                 endpoint(path)
             ),
-        )),
+        ))),
     }
-}
-
-macro_rules! try_outcome {
-    ($e:expr) => {
-        match $e {
-            Outcome::Ok(v) => v,
-            Outcome::Rejected(r) => return Outcome::Rejected(r),
-            Outcome::Unavailable(u) => return Outcome::Unavailable(u),
-        }
-    };
 }
 
 fn enc(s: &str) -> String {
@@ -165,101 +157,106 @@ fn enc(s: &str) -> String {
 }
 
 impl<'a> Admin<'a> {
-    pub fn new(tier: &'a Tier, cache: &'a TokenCache) -> Self {
-        Admin { tier, cache }
+    pub fn new(client: &'a KeycloakClient, endpoints: Endpoints, cache: &'a TokenCache) -> Self {
+        Admin {
+            client,
+            endpoints,
+            cache,
+        }
     }
 
     fn base(&self) -> String {
-        let s = self.tier.client.settings();
+        let s = self.client.settings();
         format!("{}/admin/realms/{}", s.server, enc(&s.realm))
     }
 
-    fn token(&self, fresh: bool) -> Outcome<Secret> {
+    fn token(&self, fresh: bool) -> Result<Secret, UpstreamError> {
         let mut slot = self.cache.token.lock().unwrap_or_else(|p| p.into_inner());
         if !fresh
             && let Some((t, until)) = slot.as_ref()
             && Instant::now() < *until
         {
-            return Outcome::Ok(t.clone());
+            return Ok(t.clone());
         }
-        let tokens = try_outcome!(self.tier.client.client_credentials(&self.tier.endpoints()));
+        let tokens = self.client.client_credentials(&self.endpoints)?;
         let life = Duration::from_secs(tokens.expires_in.saturating_sub(10).max(5));
         let t = Secret::new(tokens.access_token);
         *slot = Some((t.clone(), crate::clock::later(Instant::now(), life)));
-        Outcome::Ok(t)
+        Ok(t)
     }
 
     /// One request; a 401 gets one retry with a fresh token.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Outcome<RawResponse> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<RawResponse, UpstreamError> {
         let url = format!("{}{path}", self.base());
         let mut fresh = false;
         loop {
-            let token = try_outcome!(self.token(fresh));
-            let r = match self.tier.client.send(method, &url, token.expose(), body) {
-                Ok(r) => r,
-                Err(u) => return Outcome::Unavailable(u),
-            };
+            let token = self.token(fresh)?;
+            let r = self.client.send(method, &url, token.expose(), body)?;
             if r.status == 401 && !fresh {
                 fresh = true;
                 continue;
             }
-            return Outcome::Ok(r);
+            return Ok(r);
         }
     }
 
-    fn refusal<T>(&self, method: &str, path: &str, r: &RawResponse) -> Outcome<T> {
-        let client_id = &self.tier.client.settings().client_id;
-        match unexpected(client_id, method, path, r) {
-            Outcome::Rejected(x) => Outcome::Rejected(x),
-            Outcome::Unavailable(u) => Outcome::Unavailable(u),
-            Outcome::Ok(_) => Outcome::Rejected(Rejection::Other {
-                status: r.status,
-                error: String::new(),
-                description: r.body.clone(),
-            }),
-        }
+    fn refusal<T>(&self, method: &str, path: &str, r: &RawResponse) -> Result<T, UpstreamError> {
+        Err(unexpected(
+            &self.client.settings().client_id,
+            method,
+            path,
+            r,
+        ))
     }
 
-    fn expect_ok(&self, method: &str, path: &str, body: Option<&Value>) -> Outcome<RawResponse> {
-        let r = try_outcome!(self.call(method, path, body));
+    fn expect_ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<RawResponse, UpstreamError> {
+        let r = self.call(method, path, body)?;
         if (200..300).contains(&r.status) {
-            Outcome::Ok(r)
+            Ok(r)
         } else {
             self.refusal(method, path, &r)
         }
     }
 
     /// A GET whose 2xx answer is JSON of type `T`.
-    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Outcome<T> {
-        let r = try_outcome!(self.expect_ok("GET", path, None));
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, UpstreamError> {
+        let r = self.expect_ok("GET", path, None)?;
         parse(path, &r)
     }
 
     /// The user with exactly this username, if any.
-    pub fn find_user(&self, username: &str) -> Outcome<Option<KcUser>> {
-        let users: Vec<KcUser> = try_outcome!(self.get_json(&format!(
+    pub fn find_user(&self, username: &str) -> Result<Option<KcUser>, UpstreamError> {
+        let users: Vec<KcUser> = self.get_json(&format!(
             "/users?username={}&exact=true&briefRepresentation=true",
             enc(username)
-        )));
-        Outcome::Ok(
-            users
-                .into_iter()
-                .find(|u| u.username.eq_ignore_ascii_case(username)),
-        )
+        ))?;
+        Ok(users
+            .into_iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username)))
     }
 
     /// Every user of the realm, `page` at a time.
-    pub fn all_users(&self, page: u32) -> Outcome<Vec<KcUser>> {
+    pub fn all_users(&self, page: u32) -> Result<Vec<KcUser>, UpstreamError> {
         let mut out = Vec::new();
         let mut first = 0u32;
         loop {
-            let batch: Vec<KcUser> = try_outcome!(self.get_json(&format!(
+            let batch: Vec<KcUser> = self.get_json(&format!(
                 "/users?first={first}&max={page}&briefRepresentation=true"
-            )));
+            ))?;
             let n = batch.len() as u32;
             out.extend(batch);
             if n < page {
-                return Outcome::Ok(out);
+                return Ok(out);
             }
             first = first.saturating_add(n);
         }
@@ -270,15 +267,15 @@ impl<'a> Admin<'a> {
     pub fn for_user<T>(
         &self,
         username: &str,
-        f: impl FnOnce(&Self, &str) -> Outcome<T>,
-    ) -> Outcome<T> {
-        match try_outcome!(self.find_user(username)) {
+        f: impl FnOnce(&Self, &str) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        match self.find_user(username)? {
             Some(u) => f(self, &u.id),
-            None => Outcome::Rejected(Rejection::Other {
+            None => Err(UpstreamError::Rejected(Rejection::Other {
                 status: 404,
                 error: "user_not_found".into(),
                 description: format!("Keycloak has no user {username}"),
-            }),
+            })),
         }
     }
 
@@ -289,7 +286,7 @@ impl<'a> Admin<'a> {
         password: Option<&Secret>,
         enabled: bool,
         profile: &Profile,
-    ) -> Outcome<String> {
+    ) -> Result<String, UpstreamError> {
         let mut rep = json!({"username": username, "enabled": enabled});
         if let Some(e) = &profile.email {
             // The operator vouches for it: no verification e-mail from a site appliance.
@@ -306,7 +303,7 @@ impl<'a> Admin<'a> {
             rep["credentials"] =
                 json!([{"type": "password", "value": p.expose(), "temporary": false}]);
         }
-        let r = try_outcome!(self.call("POST", "/users", Some(&rep)));
+        let r = self.call("POST", "/users", Some(&rep))?;
         match r.status {
             201 => {
                 let id = r
@@ -315,72 +312,69 @@ impl<'a> Admin<'a> {
                     .and_then(|l| l.rsplit('/').next())
                     .map(str::to_owned);
                 match id {
-                    Some(id) if !id.is_empty() => Outcome::Ok(id),
-                    _ => match try_outcome!(self.find_user(username)) {
-                        Some(u) => Outcome::Ok(u.id),
-                        None => Outcome::Unavailable(Unavailable::new(
+                    Some(id) if !id.is_empty() => Ok(id),
+                    _ => match self.find_user(username)? {
+                        Some(u) => Ok(u.id),
+                        None => Err(UpstreamError::Unavailable(Unavailable::new(
                             UnavailableKind::Garbage,
                             "201 without the new user",
-                        )),
+                        ))),
                     },
                 }
             }
             409 => {
                 // Idempotent replay: it is already there (perhaps from our own earlier attempt).
-                let existing = try_outcome!(self.find_user(username));
+                let existing = self.find_user(username)?;
                 let Some(u) = existing else {
-                    return Outcome::Rejected(Rejection::Other {
+                    return Err(UpstreamError::Rejected(Rejection::Other {
                         status: 409,
                         error: "conflict".into(),
                         description: "a user with this username or e-mail exists".into(),
-                    });
+                    }));
                 };
                 if let Some(p) = password {
-                    try_outcome!(self.reset_password(&u.id, p));
+                    self.reset_password(&u.id, p)?;
                 }
                 if u.enabled != enabled {
-                    try_outcome!(self.set_enabled(&u.id, enabled));
+                    self.set_enabled(&u.id, enabled)?;
                 }
-                Outcome::Ok(u.id)
+                Ok(u.id)
             }
             _ => self.refusal("POST", "/users", &r),
         }
     }
 
     /// Sets a permanent password. A password-policy refusal is Rejected with Keycloak's text.
-    pub fn reset_password(&self, id: &str, password: &Secret) -> Outcome<()> {
+    pub fn reset_password(&self, id: &str, password: &Secret) -> Result<(), UpstreamError> {
         let body = json!({"type": "password", "value": password.expose(), "temporary": false});
-        try_outcome!(self.expect_ok(
+        self.expect_ok(
             "PUT",
             &format!("/users/{}/reset-password", enc(id)),
-            Some(&body)
-        ));
-        Outcome::Ok(())
+            Some(&body),
+        )?;
+        Ok(())
     }
 
     /// When the user's current password credential was created (ms since the epoch).
-    pub fn password_created_ms(&self, id: &str) -> Outcome<Option<u64>> {
-        let creds: Vec<KcCredential> =
-            try_outcome!(self.get_json(&format!("/users/{}/credentials", enc(id))));
-        Outcome::Ok(
-            creds
-                .into_iter()
-                .filter(|c| c.kind == "password")
-                .filter_map(|c| c.created_date)
-                .max(),
-        )
+    pub fn password_created_ms(&self, id: &str) -> Result<Option<u64>, UpstreamError> {
+        let creds: Vec<KcCredential> = self.get_json(&format!("/users/{}/credentials", enc(id)))?;
+        Ok(creds
+            .into_iter()
+            .filter(|c| c.kind == "password")
+            .filter_map(|c| c.created_date)
+            .max())
     }
 
-    pub fn set_enabled(&self, id: &str, enabled: bool) -> Outcome<()> {
-        try_outcome!(self.expect_ok(
+    pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), UpstreamError> {
+        self.expect_ok(
             "PUT",
             &format!("/users/{}", enc(id)),
-            Some(&json!({"enabled": enabled}))
-        ));
-        Outcome::Ok(())
+            Some(&json!({"enabled": enabled})),
+        )?;
+        Ok(())
     }
 
-    fn group_id(&self, path: &str) -> Outcome<Option<String>> {
+    fn group_id(&self, path: &str) -> Result<Option<String>, UpstreamError> {
         let path = if path.starts_with('/') {
             path.to_owned()
         } else {
@@ -390,33 +384,33 @@ impl<'a> Admin<'a> {
             "/group-by-path{}",
             path.split('/').map(enc).collect::<Vec<_>>().join("/")
         );
-        let r = try_outcome!(self.call("GET", &by_path, None));
+        let r = self.call("GET", &by_path, None)?;
         if r.status == 404 {
-            return Outcome::Ok(None);
+            return Ok(None);
         }
         if !(200..300).contains(&r.status) {
             return self.refusal("GET", "/group-by-path/{path}", &r);
         }
-        let g: KcGroup = try_outcome!(parse("/group-by-path/{path}", &r));
-        Outcome::Ok(Some(g.id))
+        let g: KcGroup = parse("/group-by-path/{path}", &r)?;
+        Ok(Some(g.id))
     }
 
     /// Joins (`join`) or leaves a group given by path. An unknown group is Rejected.
-    pub fn set_group(&self, id: &str, path: &str, join: bool) -> Outcome<()> {
-        let Some(gid) = try_outcome!(self.group_id(path)) else {
-            return Outcome::Rejected(Rejection::Other {
+    pub fn set_group(&self, id: &str, path: &str, join: bool) -> Result<(), UpstreamError> {
+        let Some(gid) = self.group_id(path)? else {
+            return Err(UpstreamError::Rejected(Rejection::Other {
                 status: 404,
                 error: "group_not_found".into(),
                 description: format!("Keycloak has no group {path}"),
-            });
+            }));
         };
         let method = if join { "PUT" } else { "DELETE" };
-        try_outcome!(self.expect_ok(
+        self.expect_ok(
             method,
             &format!("/users/{}/groups/{}", enc(id), enc(&gid)),
-            None
-        ));
-        Outcome::Ok(())
+            None,
+        )?;
+        Ok(())
     }
 }
 
@@ -442,7 +436,8 @@ mod tests {
             location: None,
             body: r#"{"error":"unknown_error"}"#.into(),
         };
-        let Outcome::Unavailable(u) = unexpected("edgeauth", "GET", "/users/x/credentials", &r)
+        let UpstreamError::Unavailable(u) =
+            unexpected("edgeauth", "GET", "/users/x/credentials", &r)
         else {
             panic!("a 403 is a misconfiguration");
         };
@@ -456,7 +451,8 @@ mod tests {
             "{}",
             u.detail
         );
-        let Outcome::Unavailable(u) = unexpected("edgeauth", "PUT", "/users/x/reset-password", &r)
+        let UpstreamError::Unavailable(u) =
+            unexpected("edgeauth", "PUT", "/users/x/reset-password", &r)
         else {
             panic!("a 403 is a misconfiguration");
         };
@@ -466,7 +462,7 @@ mod tests {
             location: None,
             body: "<html>".into(),
         };
-        let Outcome::Unavailable(u) = parse::<Vec<KcUser>>("/users?x=1", &bad) else {
+        let Err(UpstreamError::Unavailable(u)) = parse::<Vec<KcUser>>("/users?x=1", &bad) else {
             panic!("HTML is not the admin API's JSON");
         };
         assert_eq!(u.kind, UnavailableKind::Garbage);

@@ -1,6 +1,6 @@
 //! The HTTP client for one Keycloak realm and client: ureq with rustls (ring), the configured
 //! CA, the proxy [`super::proxy`] chooses, and timeouts. Every method is blocking (run it on the blocking pool) and ends in an
-//! [`Outcome`]; transport failures are classified here and nowhere else.
+//! `Result<T, UpstreamError>`; transport failures are classified here and nowhere else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::outcome::{Outcome, Unavailable, UnavailableKind, classify_error};
+use super::outcome::{Unavailable, UnavailableKind, UpstreamError, classify_error};
 use crate::crypto::Secret;
 
 /// What a client is configured with (from `[keycloak]`, or a `[tenants.NAME]` override).
@@ -211,30 +211,32 @@ impl KeycloakClient {
         )
     }
 
-    fn read_json<T: DeserializeOwned>(res: ureq::http::Response<ureq::Body>) -> Outcome<T> {
+    fn read_json<T: DeserializeOwned>(
+        res: ureq::http::Response<ureq::Body>,
+    ) -> Result<T, UpstreamError> {
         let status = res.status().as_u16();
         let mut body = res.into_body();
         let text = match body.with_config().limit(MAX_BODY).read_to_string() {
             Ok(t) => t,
-            Err(e) => return Outcome::Unavailable(transport(e)),
+            Err(e) => return Err(UpstreamError::Unavailable(transport(e))),
         };
         if (200..300).contains(&status) {
             return match serde_json::from_str(&text) {
-                Ok(v) => Outcome::Ok(v),
-                Err(e) => Outcome::Unavailable(Unavailable::new(
+                Ok(v) => Ok(v),
+                Err(e) => Err(UpstreamError::Unavailable(Unavailable::new(
                     UnavailableKind::Garbage,
                     format!("HTTP {status} with an unreadable body: {e}"),
-                )),
+                ))),
             };
         }
-        match classify_error(status, &text) {
-            Ok(r) => Outcome::Rejected(r),
-            Err(u) => Outcome::Unavailable(u),
-        }
+        Err(match classify_error(status, &text) {
+            Ok(r) => r.into(),
+            Err(u) => u.into(),
+        })
     }
 
     /// GET a JSON document (discovery, JWKS) with the request timeout.
-    pub fn get_json<T: DeserializeOwned>(&self, url: &str) -> Outcome<T> {
+    pub fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, UpstreamError> {
         match self
             .agent
             .get(url)
@@ -242,11 +244,11 @@ impl KeycloakClient {
             .call()
         {
             Ok(res) => Self::read_json(res),
-            Err(e) => Outcome::Unavailable(transport(e)),
+            Err(e) => Err(UpstreamError::Unavailable(transport(e))),
         }
     }
 
-    fn token_call(&self, endpoint: &str, form: &[(&str, &str)]) -> Outcome<TokenSet> {
+    fn token_call(&self, endpoint: &str, form: &[(&str, &str)]) -> Result<TokenSet, UpstreamError> {
         let auth = basic_auth(
             &self.settings.client_id,
             self.settings.client_secret.expose(),
@@ -258,7 +260,7 @@ impl KeycloakClient {
             .send_form(form.iter().copied())
         {
             Ok(res) => Self::read_json(res),
-            Err(e) => Outcome::Unavailable(transport(e)),
+            Err(e) => Err(UpstreamError::Unavailable(transport(e))),
         }
     }
 
@@ -268,7 +270,7 @@ impl KeycloakClient {
         ep: &Endpoints,
         username: &str,
         password: &Secret,
-    ) -> Outcome<TokenSet> {
+    ) -> Result<TokenSet, UpstreamError> {
         self.token_call(
             &ep.token_endpoint,
             &[
@@ -280,7 +282,11 @@ impl KeycloakClient {
         )
     }
 
-    pub fn refresh_grant(&self, ep: &Endpoints, refresh_token: &str) -> Outcome<TokenSet> {
+    pub fn refresh_grant(
+        &self,
+        ep: &Endpoints,
+        refresh_token: &str,
+    ) -> Result<TokenSet, UpstreamError> {
         self.token_call(
             &ep.token_endpoint,
             &[
@@ -291,9 +297,9 @@ impl KeycloakClient {
     }
 
     /// Ends the Keycloak session behind `refresh_token` (back-channel logout).
-    pub fn logout(&self, ep: &Endpoints, refresh_token: &str) -> Outcome<()> {
+    pub fn logout(&self, ep: &Endpoints, refresh_token: &str) -> Result<(), UpstreamError> {
         let Some(url) = ep.end_session_endpoint.as_deref() else {
-            return Outcome::Ok(());
+            return Ok(());
         };
         let auth = basic_auth(
             &self.settings.client_id,
@@ -305,18 +311,14 @@ impl KeycloakClient {
             .header("authorization", auth)
             .send_form([("refresh_token", refresh_token)])
         {
-            Ok(res) if res.status().is_success() => Outcome::Ok(()),
-            Ok(res) => match Self::read_json::<serde_json::Value>(res) {
-                Outcome::Ok(_) => Outcome::Ok(()),
-                Outcome::Rejected(r) => Outcome::Rejected(r),
-                Outcome::Unavailable(u) => Outcome::Unavailable(u),
-            },
-            Err(e) => Outcome::Unavailable(transport(e)),
+            Ok(res) if res.status().is_success() => Ok(()),
+            Ok(res) => Self::read_json::<serde_json::Value>(res).map(|_| ()),
+            Err(e) => Err(UpstreamError::Unavailable(transport(e))),
         }
     }
 
     /// The service account's token (client_credentials grant), for the admin API.
-    pub fn client_credentials(&self, ep: &Endpoints) -> Outcome<TokenSet> {
+    pub fn client_credentials(&self, ep: &Endpoints) -> Result<TokenSet, UpstreamError> {
         self.token_call(&ep.token_endpoint, &[("grant_type", "client_credentials")])
     }
 
@@ -373,7 +375,7 @@ impl KeycloakClient {
     /// `health_check_timeout`. Healthy is a 2xx with a JSON body (Keycloak's health answer,
     /// or the discovery document) whose `status`, if any, is `UP`: a proxy's or captive
     /// portal's HTML page answering 200 is not Keycloak.
-    pub fn probe(&self) -> Outcome<()> {
+    pub fn probe(&self) -> Result<(), UpstreamError> {
         let url = self
             .settings
             .health_url
@@ -388,26 +390,26 @@ impl KeycloakClient {
                     .read_to_string()
                     .unwrap_or_default();
                 match serde_json::from_str::<serde_json::Value>(&body) {
-                    Ok(v) if v.get("status").is_none_or(|s| s == "UP") => Outcome::Ok(()),
-                    Ok(v) => Outcome::Unavailable(Unavailable::new(
+                    Ok(v) if v.get("status").is_none_or(|s| s == "UP") => Ok(()),
+                    Ok(v) => Err(UpstreamError::Unavailable(Unavailable::new(
                         UnavailableKind::Status,
                         format!("{url} reports status {}", v["status"]),
-                    )),
-                    Err(_) => Outcome::Unavailable(Unavailable::new(
+                    ))),
+                    Err(_) => Err(UpstreamError::Unavailable(Unavailable::new(
                         UnavailableKind::Garbage,
                         format!("{url} answered 2xx with a body that is not Keycloak's JSON"),
-                    )),
+                    ))),
                 }
             }
-            Ok(res) => Outcome::Unavailable(Unavailable::new(
+            Ok(res) => Err(UpstreamError::Unavailable(Unavailable::new(
                 if res.status().is_server_error() {
                     UnavailableKind::Status
                 } else {
                     UnavailableKind::Misconfigured
                 },
                 format!("{url} answered HTTP {}", res.status().as_u16()),
-            )),
-            Err(e) => Outcome::Unavailable(transport(e)),
+            ))),
+            Err(e) => Err(UpstreamError::Unavailable(transport(e))),
         }
     }
 }
@@ -459,7 +461,9 @@ mod tests {
         })
         .unwrap();
         match c.probe() {
-            Outcome::Unavailable(u) => assert_eq!(u.kind, UnavailableKind::Connect, "{u}"),
+            Err(UpstreamError::Unavailable(u)) => {
+                assert_eq!(u.kind, UnavailableKind::Connect, "{u}")
+            }
             other => panic!("{other:?}"),
         }
     }

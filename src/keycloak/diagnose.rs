@@ -14,8 +14,8 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::Tier;
-use super::outcome::{Outcome, Rejection};
+use super::client::{Endpoints, KeycloakClient};
+use super::outcome::{Rejection, UpstreamError};
 use super::proxy::{Route, Target, parse_url};
 use super::token::Jwks;
 
@@ -314,9 +314,9 @@ fn unix_now() -> u64 {
 /// Compares the local clock with Keycloak's: its Date header, or, since Keycloak 26 sends
 /// none itself (only a proxy in front of it may add one), the `iat` of the client_credentials
 /// token of [`credentials_check`].
-fn clock_check(tier: &Tier, issued: Option<IssuedAt>) -> Check {
-    let agent = tier.client.agent();
-    let url = tier.client.discovery_url();
+fn clock_check(client: &KeycloakClient, issued: Option<IssuedAt>) -> Check {
+    let agent = client.agent();
+    let url = client.discovery_url();
     let r = (|| {
         let before = unix_now();
         let res = agent.get(&url).call().map_err(|e| e.to_string())?;
@@ -371,16 +371,16 @@ fn httpdate_parse(s: &str) -> Option<u64> {
     .map(|d| d.as_secs())
 }
 
-fn credentials_check(tier: &Tier) -> (Check, Option<IssuedAt>) {
+fn credentials_check(client: &KeycloakClient, ep: &Endpoints) -> (Check, Option<IssuedAt>) {
     // The client_credentials grant proves the secret without touching any user's
     // brute-force counter. Keycloak answers a good secret without a service account with
     // "not enabled to retrieve service account"; a bad one with "Invalid client".
-    let s = tier.client.settings();
-    let agent = tier.client.agent();
+    let s = client.settings();
+    let agent = client.agent();
     let before = unix_now();
     let mut issued = None;
     let r = agent
-        .post(&tier.endpoints().token_endpoint)
+        .post(&ep.token_endpoint)
         .send_form([
             ("grant_type", "client_credentials"),
             ("client_id", s.client_id.as_str()),
@@ -420,9 +420,10 @@ fn issued_at(body: &str) -> Option<u64> {
         .map(|d| d.claims.iat)
 }
 
-/// Runs every check against `tier`. Blocking.
-pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
-    let s = tier.client.settings();
+/// Runs every check against `client`'s Keycloak. Blocking; reads only (the discovery document
+/// it fetches is used for the later checks, not kept).
+pub fn run(client: &KeycloakClient) -> Vec<Check> {
+    let s = client.settings();
     let mut out = Vec::new();
     let target = match parse_url(&s.server) {
         Ok(t) => t,
@@ -504,17 +505,16 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
             )),
         }
     }
-    let discovery = match tier.refresh_discovery(store) {
-        Outcome::Ok(()) => Ok(format!("issuer {}", tier.endpoints().issuer)),
-        Outcome::Rejected(r) => Err(r.to_string()),
-        Outcome::Unavailable(u) => Err(u.to_string()),
+    let (discovery, ep) = match client.get_json::<Endpoints>(&client.discovery_url()) {
+        Ok(ep) => (Ok(format!("issuer {}", ep.issuer)), ep),
+        Err(e) => (
+            Err(e.to_string()),
+            Endpoints::conventional(&s.server, &s.realm),
+        ),
     };
     out.push(check("discovery", discovery));
-    let jwks = match tier
-        .client
-        .get_json::<serde_json::Value>(&tier.endpoints().jwks_uri)
-    {
-        Outcome::Ok(doc) => {
+    let jwks = match client.get_json::<serde_json::Value>(&ep.jwks_uri) {
+        Ok(doc) => {
             let n = Jwks::parse(&doc).len();
             if n > 0 {
                 Ok(format!("{n} RSA signing keys"))
@@ -522,19 +522,17 @@ pub fn run(tier: &Tier, store: &crate::store::Store) -> Vec<Check> {
                 Err("no RSA signing key".into())
             }
         }
-        Outcome::Rejected(r) => Err(r.to_string()),
-        Outcome::Unavailable(u) => Err(u.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     out.push(check("jwks", jwks));
-    let (credentials, issued) = credentials_check(tier);
-    out.push(clock_check(tier, issued));
+    let (credentials, issued) = credentials_check(client, &ep);
+    out.push(clock_check(client, issued));
     out.push(credentials);
-    let health = match tier.client.probe() {
-        Outcome::Ok(()) | Outcome::Rejected(Rejection::InvalidCredentials) => {
+    let health = match client.probe() {
+        Ok(()) | Err(UpstreamError::Rejected(Rejection::InvalidCredentials)) => {
             Ok("healthy".to_owned())
         }
-        Outcome::Rejected(r) => Err(r.to_string()),
-        Outcome::Unavailable(u) => Err(u.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     out.push(check("health", health));
     out

@@ -1,4 +1,5 @@
-//! Design rule 1: every call to Keycloak ends in exactly one of Ok, Rejected or Unavailable.
+//! Design rule 1: every call to Keycloak ends in exactly one of `Ok`, `Err(Rejected)` or
+//! `Err(Unavailable)` ([`UpstreamError`]).
 //! Only Unavailable counts against the circuit breaker and only Unavailable allows the offline
 //! fallback. A misconfigured client (wrong secret, direct grants off) is neither the user's
 //! fault nor an outage: it is [`UnavailableKind::Misconfigured`], which allows the fallback
@@ -8,11 +9,38 @@ use std::fmt;
 
 use crate::logsafe::clean;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome<T> {
-    Ok(T),
+/// How a call to Keycloak did not succeed: it answered no, or it could not be asked. Calls
+/// return `Result<T, UpstreamError>`, so `?` passes both on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Keycloak answered, and the answer was no. Never a fallback, never a breaker failure.
+    #[error("{0}")]
     Rejected(Rejection),
+    /// Keycloak could not be asked, or its answer was not Keycloak's.
+    #[error("{0}")]
     Unavailable(Unavailable),
+}
+
+impl UpstreamError {
+    /// The metrics label of a call that ended in this error.
+    pub fn label(&self) -> &'static str {
+        match self {
+            UpstreamError::Rejected(_) => "rejected",
+            UpstreamError::Unavailable(u) => u.kind.as_str(),
+        }
+    }
+}
+
+impl From<Rejection> for UpstreamError {
+    fn from(r: Rejection) -> Self {
+        UpstreamError::Rejected(r)
+    }
+}
+
+impl From<Unavailable> for UpstreamError {
+    fn from(u: Unavailable) -> Self {
+        UpstreamError::Unavailable(u)
+    }
 }
 
 /// Keycloak answered, and the answer was no.

@@ -461,3 +461,12 @@ mod snapshot_tests {
         assert_eq!(std::fs::read(kept).unwrap(), b"old");
     }
 }
+
+/// The snapshots taken so far, as status shows them.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotState {
+    pub last_good: Option<SnapshotInfo>,
+    pub kept: usize,
+    /// When the last attempt failed, and why (cleared by the next good one).
+    pub last_error: Option<(u64, String)>,
+}

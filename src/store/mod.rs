@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod backup;
+mod blocking;
 pub mod guard;
 pub mod kv;
 pub mod meta;

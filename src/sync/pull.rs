@@ -18,18 +18,32 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::App;
-use crate::auth::AuthError;
+use super::{SyncError, Syncer};
 use crate::domain::{Source, Tenant};
-use crate::keycloak::admin::{Admin, KcUser};
-use crate::keycloak::outcome::{Outcome, Unavailable};
+use crate::keycloak::admin::KcUser;
+use crate::store::StoreError;
 use crate::store::sessions::RevokeReason;
+use crate::upstream::{Unavailable, UpstreamError};
 
 /// What a pull did: users looked up, users disabled here.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Pulled {
     pub looked_up: u64,
     pub disabled: u64,
+}
+
+/// Why a pull stopped: Keycloak stopped answering (the cycle reports it and ends), or the
+/// site itself failed (a store error: never reported as a Keycloak outage).
+#[derive(Debug)]
+pub(super) enum Stop {
+    Unavailable(Unavailable),
+    Failed(SyncError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Failed(e.into())
+    }
 }
 
 /// The pause before the next admin call of a pull: `1 / rate` seconds, jittered to between half
@@ -43,100 +57,100 @@ pub(super) fn pace(rate: f64, jitter_unit: f64) -> Duration {
     Duration::from_secs_f64((0.5 + jitter_unit.clamp(0.0, 1.0)) / rate)
 }
 
-/// Pulls central changes for the enabled Keycloak users this site knows. The outer error is the
-/// store's; the inner one says Keycloak stopped answering (the pull stops there).
-pub(super) async fn pull(
-    app: &Arc<App>,
-    kc: &Arc<crate::keycloak::Keycloak>,
-) -> Result<Result<Pulled, Unavailable>, AuthError> {
-    let users: Vec<_> = app
-        .store
-        .read(|r| r.users(None))?
-        .into_iter()
-        .filter(|u| u.source == Source::Keycloak && u.enabled)
-        .collect();
-    let rate = app.config.keycloak.sync.pull_rate;
-    let mut report = Pulled::default();
-    let mut first_call = true;
-    let mut paced = || {
-        let wait = if first_call {
-            Duration::ZERO
-        } else {
-            pace(rate, crate::crypto::random_unit())
+impl Syncer {
+    /// Pulls central changes for the enabled Keycloak users this site knows.
+    pub(super) async fn pull(&self) -> Result<Pulled, Stop> {
+        let users: Vec<_> = self
+            .store
+            .read(|r| r.users(None))?
+            .into_iter()
+            .filter(|u| u.source == Source::Keycloak && u.enabled)
+            .collect();
+        let rate = self.config.pull_rate;
+        let mut report = Pulled::default();
+        let mut first_call = true;
+        let mut paced = || {
+            let wait = if first_call {
+                Duration::ZERO
+            } else {
+                pace(rate, crate::crypto::random_unit())
+            };
+            first_call = false;
+            tokio::time::sleep(wait)
         };
-        first_call = false;
-        tokio::time::sleep(wait)
-    };
-    // `pull = "realm"`: one paged listing per tenant's realm instead of one lookup per user.
-    let mut listings: HashMap<Tenant, Arc<HashMap<String, KcUser>>> = HashMap::new();
-    if app.config.keycloak.sync.pull == crate::config::PullScope::Realm {
-        let tenants: HashSet<Tenant> = users.iter().map(|u| u.tenant.clone()).collect();
-        for tenant in tenants {
-            paced().await;
-            let (k, t) = (kc.clone(), tenant.clone());
-            let page = app.config.keycloak.sync.batch.max(1);
-            let listed = kc
-                .admin_call(&app.metrics, "sync_list", app.clock.now(), move || {
-                    let tier = k.tier(&t);
-                    Admin::new(&tier, &k.admin_tokens).all_users(page)
-                })
-                .await;
-            match listed {
-                Outcome::Ok(all) => {
-                    let map = all
-                        .into_iter()
-                        .map(|u| (u.username.to_lowercase(), u))
-                        .collect();
-                    listings.insert(tenant, Arc::new(map));
-                }
-                Outcome::Rejected(r) => {
-                    log::warn!("sync: listing the users of {tenant}'s realm was refused: {r}")
-                }
-                Outcome::Unavailable(u) => return Ok(Err(u)),
-            }
-        }
-    }
-    for u in users {
-        let key = u.key();
-        let central = match listings.get(&u.tenant) {
-            Some(map) => Outcome::Ok(map.get(&u.username.as_str().to_lowercase()).cloned()),
-            None => {
+        // `pull = "realm"`: one paged listing per tenant's realm instead of one lookup per user.
+        let mut listings: HashMap<Tenant, Arc<HashMap<String, KcUser>>> = HashMap::new();
+        if self.config.pull == crate::config::PullScope::Realm {
+            let tenants: HashSet<Tenant> = users.iter().map(|u| u.tenant.clone()).collect();
+            for tenant in tenants {
                 paced().await;
-                let (k, username, tenant) = (kc.clone(), u.username.to_string(), u.tenant.clone());
-                kc.admin_call(&app.metrics, "sync_pull", app.clock.now(), move || {
-                    let tier = k.tier(&tenant);
-                    Admin::new(&tier, &k.admin_tokens).find_user(&username)
-                })
-                .await
-            }
-        };
-        match central {
-            Outcome::Ok(found) if found.as_ref().is_some_and(|f| f.enabled) => {
-                report.looked_up += 1;
-            }
-            Outcome::Ok(_) => {
-                let (k, now) = (key.clone(), app.clock.now());
-                crate::auth::write(&app.store, move |w| {
-                    if let Some(mut u) = w.user(&k)? {
-                        u.enabled = false;
-                        u.updated_at = now;
-                        w.put_user(&u)?;
+                let page = self.config.batch.max(1);
+                let listed = self
+                    .upstream
+                    .admin("sync_list", &tenant, move |admin| admin.all_users(page))
+                    .await;
+                match listed {
+                    Ok(all) => {
+                        let map = all
+                            .into_iter()
+                            .map(|u| (u.username.to_lowercase(), u))
+                            .collect();
+                        listings.insert(tenant, Arc::new(map));
                     }
-                    w.revoke_user_sessions(&k, RevokeReason::UserDisabled, now, None)
-                        .map(|_| ())
-                })
-                .await?;
-                log::info!(
-                    "sync: {key} is disabled or gone in Keycloak; disabled here and sessions ended"
-                );
-                report.looked_up += 1;
-                report.disabled += 1;
+                    Err(UpstreamError::Rejected(r)) => {
+                        log::warn!("sync: listing the users of {tenant}'s realm was refused: {r}")
+                    }
+                    Err(UpstreamError::Unavailable(u)) => return Err(Stop::Unavailable(u)),
+                }
             }
-            Outcome::Rejected(r) => log::warn!("sync: pulling {key} was refused: {r}"),
-            Outcome::Unavailable(u) => return Ok(Err(u)),
         }
+        for u in users {
+            let key = u.key();
+            let central = match listings.get(&u.tenant) {
+                Some(map) => Ok(map.get(&u.username.as_str().to_lowercase()).cloned()),
+                None => {
+                    paced().await;
+                    let username = u.username.to_string();
+                    self.upstream
+                        .admin("sync_pull", &u.tenant, move |admin| {
+                            admin.find_user(&username)
+                        })
+                        .await
+                }
+            };
+            match central {
+                Ok(found) if found.as_ref().is_some_and(|f| f.enabled) => report.looked_up += 1,
+                Ok(_) => {
+                    self.disable(&key).await?;
+                    report.looked_up += 1;
+                    report.disabled += 1;
+                }
+                Err(UpstreamError::Rejected(r)) => {
+                    log::warn!("sync: pulling {key} was refused: {r}")
+                }
+                Err(UpstreamError::Unavailable(u)) => return Err(Stop::Unavailable(u)),
+            }
+        }
+        Ok(report)
     }
-    Ok(Ok(report))
+
+    /// A user disabled or gone centrally: disabled here, and every session ends.
+    async fn disable(&self, key: &crate::domain::UserKey) -> Result<(), StoreError> {
+        let (k, now) = (key.clone(), self.clock.now());
+        self.store
+            .write_blocking(move |w| {
+                if let Some(mut u) = w.user(&k)? {
+                    u.enabled = false;
+                    u.updated_at = now;
+                    w.put_user(&u)?;
+                }
+                w.revoke_user_sessions(&k, RevokeReason::UserDisabled, now, None)
+                    .map(|_| ())
+            })
+            .await?;
+        log::info!("sync: {key} is disabled or gone in Keycloak; disabled here and sessions ended");
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::breaker::{BreakerView, CircuitState};
+use super::{Unavailable, UnavailableKind, UpstreamError};
 
 /// keycloak_status (design §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -158,97 +159,102 @@ pub fn next_delay(interval: Duration, consecutive_failures: u32, jitter_unit: f6
     base.mul_f64(factor).max(Duration::from_millis(100))
 }
 
-/// The monitor task: probes Keycloak until `stop` fires. Also fetches the discovery document
-/// and JWKS when they are missing (cold start) and after every recovery.
-pub async fn run(
-    app: std::sync::Arc<crate::app::App>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let Some(kc) = app.keycloak.clone() else {
-        return;
-    };
-    let interval = app.config.keycloak.resilience.health_check_interval.0;
-    loop {
-        probe_now(&app, &kc).await;
-        let failures = kc.health.view().consecutive_failures;
-        let jitter = crate::crypto::random_unit();
-        tokio::select! {
-            _ = tokio::time::sleep(next_delay(interval, failures, jitter)) => {}
-            _ = kc.monitor_wakeup.notified() => {}
-            _ = stop.changed() => return,
+impl super::Upstream {
+    /// The monitor task: probes Keycloak until `stop` fires. Also fetches the discovery
+    /// document and JWKS when they are missing (cold start) and after every recovery.
+    pub async fn run_monitor(
+        self: std::sync::Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        loop {
+            let _ = self.probe_now().await;
+            let failures = self.health.view().consecutive_failures;
+            let jitter = crate::crypto::random_unit();
+            tokio::select! {
+                _ = tokio::time::sleep(next_delay(self.health_interval, failures, jitter)) => {}
+                _ = self.monitor_wakeup.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One probe, recorded as the monitor records it: reachable closes the breaker and wakes
+    /// the sync worker on recovery; unreachable counts against the breaker.
+    pub async fn probe_now(&self) -> Result<(), UpstreamError> {
+        let Some(api) = self.login_api(&crate::domain::Tenant::default_tenant()) else {
+            return Ok(());
+        };
+        let outcome = tokio::task::spawn_blocking(move || api.probe())
+            .await
+            .unwrap_or_else(|e| {
+                Err(Unavailable::new(UnavailableKind::Connect, e.to_string()).into())
+            });
+        let now = self.clock.now();
+        match &outcome {
+            Ok(()) | Err(UpstreamError::Rejected(_)) => {
+                if self.health.reachable(now) {
+                    log::info!("Keycloak is reachable again; replaying the sync queue");
+                    self.recovered.notify_one();
+                }
+                // A good probe is direct evidence that Keycloak is back: close the breaker now
+                // rather than after the cooldown, which only paces login-driven trials.
+                self.breaker.success();
+                let realms = self.realms();
+                let _ = tokio::task::spawn_blocking(move || refresh_documents(&realms)).await;
+            }
+            Err(UpstreamError::Unavailable(u)) => {
+                if self.health.unreachable(now, u.to_string()) {
+                    log::warn!("Keycloak is unreachable: {u}");
+                }
+                if u.kind.is_outage() && self.breaker.failure(std::time::Instant::now()) {
+                    log::warn!("circuit breaker opened by the health monitor");
+                }
+            }
+        }
+        self.metrics
+            .set_circuit_state(match self.breaker.view(std::time::Instant::now()).state {
+                CircuitState::Closed => 0,
+                CircuitState::HalfOpen => 1,
+                CircuitState::Open => 2,
+            });
+        outcome
+    }
+
+    /// Before an operator's action that needs Keycloak: when it does not look online, look
+    /// again now rather than act on the last probe's view.
+    pub async fn refresh_if_stale(&self) {
+        if self.status() != KeycloakStatus::Online {
+            let _ = self.probe_now().await;
+        }
+    }
+
+    /// Test support: what the monitor would have found.
+    #[cfg(test)]
+    pub(crate) fn set_reachable(&self, reachable: bool, now: u64) {
+        if reachable {
+            self.health.reachable(now);
+            self.breaker.success();
+        } else {
+            self.health.unreachable(now, "scripted".into());
         }
     }
 }
 
-/// One probe, recorded as the monitor records it: reachable closes the breaker and wakes the
-/// sync worker on recovery; unreachable counts against the breaker. Returns the outcome.
-pub async fn probe_now(
-    app: &std::sync::Arc<crate::app::App>,
-    kc: &std::sync::Arc<crate::keycloak::Keycloak>,
-) -> crate::keycloak::outcome::Outcome<()> {
-    use crate::keycloak::outcome::{Outcome, Unavailable, UnavailableKind};
-    let tier = kc.tier(&crate::domain::Tenant::default_tenant());
-    let outcome = tokio::task::spawn_blocking(move || tier.client.probe())
-        .await
-        .unwrap_or_else(|e| {
-            Outcome::Unavailable(Unavailable::new(UnavailableKind::Connect, e.to_string()))
-        });
-    let now = app.clock.now();
-    match &outcome {
-        Outcome::Ok(()) | Outcome::Rejected(_) => {
-            if kc.health.reachable(now) {
-                log::info!("Keycloak is reachable again; replaying the sync queue");
-                app.sync_wakeup.notify_one();
-            }
-            // A good probe is direct evidence that Keycloak is back: close the breaker now
-            // rather than after the cooldown, which only paces login-driven trials.
-            kc.breaker.success();
-            let (a, k) = (app.clone(), kc.clone());
-            let _ = tokio::task::spawn_blocking(move || refresh_documents(&a, &k)).await;
-        }
-        Outcome::Unavailable(u) => {
-            if kc.health.unreachable(now, u.to_string()) {
-                log::warn!("Keycloak is unreachable: {u}");
-            }
-            if u.kind.is_outage() && kc.breaker.failure(std::time::Instant::now()) {
-                log::warn!("circuit breaker opened by the health monitor");
-            }
-        }
-    }
-    app.metrics
-        .set_circuit_state(match kc.breaker.view(std::time::Instant::now()).state {
-            super::breaker::CircuitState::Closed => 0,
-            super::breaker::CircuitState::HalfOpen => 1,
-            super::breaker::CircuitState::Open => 2,
-        });
-    outcome
-}
-
-/// Before an operator's action that needs Keycloak: when it does not look online, look again
-/// now rather than act on the last probe's view.
-pub async fn refresh_if_stale(
-    app: &std::sync::Arc<crate::app::App>,
-    kc: &std::sync::Arc<crate::keycloak::Keycloak>,
-) {
-    if kc.status() != KeycloakStatus::Online {
-        probe_now(app, kc).await;
-    }
-}
-
-/// Fetches discovery and JWKS for every tier that lacks them (cold start, first contact).
+/// Fetches discovery and JWKS for every realm that lacks them (cold start, first contact).
 /// Blocking. Later JWKS changes are picked up on an unknown kid.
-fn refresh_documents(app: &crate::app::App, kc: &crate::keycloak::Keycloak) {
-    use crate::keycloak::outcome::Outcome;
-    for tier in kc.tiers() {
-        if !tier.has_discovery() {
-            match tier.refresh_discovery(&app.store) {
-                Outcome::Ok(()) => {
-                    if let Outcome::Unavailable(u) = tier.refresh_jwks(&app.store) {
-                        log::warn!("cannot fetch the JWKS: {u}");
+fn refresh_documents(realms: &[std::sync::Arc<super::Realm>]) {
+    for realm in realms {
+        if !realm.has_discovery() {
+            match realm.refresh_discovery() {
+                Ok(()) => {
+                    if let Err(e) = realm.refresh_jwks() {
+                        log::warn!("cannot fetch the JWKS: {e}");
                     }
                 }
-                Outcome::Rejected(r) => log::warn!("cannot fetch the discovery document: {r}"),
-                Outcome::Unavailable(u) => log::warn!("cannot fetch the discovery document: {u}"),
+                Err(e) => log::warn!("cannot fetch the discovery document: {e}"),
             }
         }
     }
@@ -257,7 +263,7 @@ fn refresh_documents(app: &crate::app::App, kc: &crate::keycloak::Keycloak) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resilience::breaker::CircuitState;
+    use crate::upstream::breaker::CircuitState;
 
     fn view(state: CircuitState) -> BreakerView {
         BreakerView {

@@ -1,0 +1,83 @@
+//! Who a request is: one answer for every endpoint. A request presents a [`Credential`] (today
+//! a session id, from the session cookie or an `eas_` bearer; the HTTP layer reads the
+//! headers), and [`Auth::identify`] turns it into a [`Principal`]. Keycloak access tokens,
+//! appliance-issued tokens and Basic credentials become more kinds of [`Credential`] here.
+
+use super::session::{InvalidReason, SessionCheck, ValidSession};
+use super::{Auth, AuthError, Client};
+use crate::crypto::{SessionDigest, SessionId};
+use crate::store::StoreError;
+
+/// What a request presents to say who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A session id (`eas_...`), from the session cookie or `Authorization: Bearer`.
+    Session(SessionId),
+    /// Something presented that is no credential this appliance issues.
+    Malformed,
+}
+
+impl Credential {
+    /// The credential in a presented token (the cookie's value or the bearer), if any.
+    pub fn from_token(token: Option<&str>) -> Option<Credential> {
+        token.map(|t| match SessionId::parse(t) {
+            Some(id) => Credential::Session(id),
+            None => Credential::Malformed,
+        })
+    }
+
+    /// The session it names, valid or not (logout ends it; a password change keeps it).
+    pub fn session_digest(&self) -> Option<SessionDigest> {
+        match self {
+            Credential::Session(id) => Some(id.digest()),
+            Credential::Malformed => None,
+        }
+    }
+}
+
+/// Who a request is.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// Nothing was presented.
+    Anonymous,
+    /// Something was presented and it does not stand for anyone (design §6 reasons).
+    Invalid(InvalidReason),
+    /// A signed-in user, through a valid session.
+    Session(Box<ValidSession>),
+}
+
+impl Principal {
+    /// Does this principal hold `role` (the operator role, later access rules)?
+    pub fn has_role(&self, role: &str) -> bool {
+        match self {
+            Principal::Session(v) => v.user.roles.iter().any(|r| r == role),
+            Principal::Anonymous | Principal::Invalid(_) => false,
+        }
+    }
+}
+
+impl Auth {
+    /// Who presents `credential`. Reads only (the session hot path, design rule 8).
+    pub fn identify(&self, credential: Option<&Credential>) -> Result<Principal, StoreError> {
+        Ok(match credential {
+            None => Principal::Anonymous,
+            Some(Credential::Malformed) => Principal::Invalid(InvalidReason::TokenInvalid),
+            Some(Credential::Session(id)) => match self.validate_digest(id.digest())? {
+                SessionCheck::Valid(v) => Principal::Session(v),
+                SessionCheck::Invalid(r) => Principal::Invalid(r),
+            },
+        })
+    }
+
+    /// Ends the session a request presents, if any. Idempotent; every call is audited.
+    pub async fn logout(
+        &self,
+        credential: Option<&Credential>,
+        client: Client,
+    ) -> Result<(), AuthError> {
+        match credential.and_then(Credential::session_digest) {
+            Some(digest) => self.end_session(digest, client).await,
+            None => Ok(()),
+        }
+    }
+}
