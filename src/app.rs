@@ -34,7 +34,7 @@ pub struct App {
     pub sync: Arc<Syncer>,
     pub alert_log: AlertLog,
     /// Set when a proxy on this box is not named in `server.trusted_proxies` (an alert).
-    pub local_proxy: crate::http::extract::LocalProxyHint,
+    pub local_proxy: crate::status::LocalProxyHint,
     /// Seals Keycloak tokens and queued passwords at rest; its id names the snapshots.
     pub sealer: Sealer,
     pub started_at: u64,

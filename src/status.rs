@@ -12,6 +12,7 @@ use crate::store::backup::SnapshotState;
 use crate::store::{Store, StoreError};
 use crate::upstream::breaker::CircuitState;
 use crate::upstream::{KeycloakStatus, Mode, Upstream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,7 +237,7 @@ pub fn report(i: &Inputs) -> Result<StatusReport, StoreError> {
             name: "unnamed_local_proxy".into(),
             severity: "warning".into(),
             since: rfc3339(since),
-            message: crate::http::extract::LocalProxyHint::MESSAGE.into(),
+            message: LocalProxyHint::MESSAGE.into(),
         });
     }
     let (mode, keycloak) = match i.upstream.view() {
@@ -394,4 +395,34 @@ impl AlertLog {
         }
         *active = now;
     }
+}
+
+/// Remembers that a proxy on this box is not named in `server.trusted_proxies` (see
+/// `http::extract::Origin::unnamed_local_proxy`): one warning in the log, and an alert in status from then on.
+#[derive(Debug, Default)]
+pub struct LocalProxyHint {
+    since: AtomicU64,
+}
+
+impl LocalProxyHint {
+    /// Notes a request from such a proxy at `now` (seconds); warns the first time.
+    pub fn seen(&self, now: u64) {
+        if self
+            .since
+            .compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            log::warn!("{}", Self::MESSAGE);
+        }
+    }
+
+    /// When the first such request came, if one did.
+    pub fn since(&self) -> Option<u64> {
+        Some(self.since.load(Ordering::Relaxed)).filter(|s| *s != 0)
+    }
+
+    pub const MESSAGE: &str = "requests from loopback carry proxy headers (X-Forwarded-For, Forwarded, X-Real-IP) \
+        but loopback is not in server.trusted_proxies: a proxy on this box makes every client look local \
+        and share one regulation counter; add its address (such as \"127.0.0.1/32\") to \
+        server.trusted_proxies. Until then such requests get no operator rights";
 }

@@ -302,6 +302,28 @@ fn one_address_cannot_take_every_connection() {
             .unwrap();
         held.push(s);
     }
+    // Wait until the server has taken all 16: 8 held, 8 turned away (an answer, then EOF). On
+    // loopback the kernel may hand the connections over out of order on a busy box, so the
+    // extra one must not be sent before: it could be accepted ahead of the held ones.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut turned_away = vec![false; held.len()];
+    while turned_away.iter().filter(|t| **t).count() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server turned away {} of 16, not 8",
+            turned_away.iter().filter(|t| **t).count()
+        );
+        for (i, s) in held.iter_mut().enumerate() {
+            if turned_away[i] {
+                continue;
+            }
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let mut buf = [0u8; 512];
+            if s.read(&mut buf).is_ok() {
+                turned_away[i] = true;
+            }
+        }
+    }
     // One more from the same address, complete: not served while it holds its limit.
     let mut extra = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
     let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -3,7 +3,6 @@
 //! (cookie or bearer), and JSON bodies whose every rejection is an [`ApiError`].
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -108,36 +107,6 @@ pub fn origin(parts: &Parts, server: &ServerConfig) -> Result<Origin, MalformedF
         local: false,
         unnamed_local_proxy: false,
     })
-}
-
-/// Remembers that a proxy on this box is not named in `server.trusted_proxies` (see
-/// [`Origin::unnamed_local_proxy`]): one warning in the log, and an alert in status from then on.
-#[derive(Debug, Default)]
-pub struct LocalProxyHint {
-    since: AtomicU64,
-}
-
-impl LocalProxyHint {
-    /// Notes a request from such a proxy at `now` (seconds); warns the first time.
-    pub fn seen(&self, now: u64) {
-        if self
-            .since
-            .compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            log::warn!("{}", Self::MESSAGE);
-        }
-    }
-
-    /// When the first such request came, if one did.
-    pub fn since(&self) -> Option<u64> {
-        Some(self.since.load(Ordering::Relaxed)).filter(|s| *s != 0)
-    }
-
-    pub const MESSAGE: &str = "requests from loopback carry proxy headers (X-Forwarded-For, Forwarded, X-Real-IP) \
-        but loopback is not in server.trusted_proxies: a proxy on this box makes every client look local \
-        and share one regulation counter; add its address (such as \"127.0.0.1/32\") to \
-        server.trusted_proxies. Until then such requests get no operator rights";
 }
 
 /// The session id presented by `Authorization: Bearer` or the session cookie (bearer wins).

@@ -92,7 +92,7 @@ fn config() -> Config {
 
 fn harness(c: Config, answer: Answer) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let store = Arc::new(Store::open_or_create(dir.path()).unwrap());
     let clock = Arc::new(Clock::with_floor(0));
     let metrics = Arc::new(Metrics::new());
     let sealer = Sealer::create(&dir.path().join("seal.key")).unwrap();
