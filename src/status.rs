@@ -145,8 +145,70 @@ pub fn report(i: &Inputs) -> Result<StatusReport, StoreError> {
     }
     let alerts_cfg = i.alerts;
     let mut alerts = Vec::new();
-    let fault = i.store.fault();
-    let storage = match &fault {
+    let storage = storage_section(i, &mut alerts);
+    let backup = backup_section(i, &mut alerts);
+    alerts.extend(clock_alert(i));
+    // Stays until a restart: the fix is in the config.
+    if let Some(since) = i.local_proxy_since {
+        alerts.push(Alert {
+            name: "unnamed_local_proxy".into(),
+            severity: "warning".into(),
+            since: rfc3339(since),
+            message: LocalProxyHint::MESSAGE.into(),
+        });
+    }
+    let (mode, keycloak) = keycloak_section(i, now, &counts, &mut alerts);
+    let open = queue.pending + queue.failed;
+    if open > alerts_cfg.sync_queue_over {
+        alerts.push(Alert {
+            name: "sync_queue_over".into(),
+            severity: "warning".into(),
+            since: rfc3339(now),
+            message: format!(
+                "{open} changes wait for Keycloak (threshold {})",
+                alerts_cfg.sync_queue_over
+            ),
+        });
+    }
+    if queue.dead > 0 {
+        alerts.push(Alert {
+            name: "sync_dead_items".into(),
+            severity: "critical".into(),
+            since: rfc3339(now),
+            message: format!(
+                "{} queued changes could not be replayed to Keycloak; see `edgeauth sync --list`",
+                queue.dead
+            ),
+        });
+    }
+    Ok(StatusReport {
+        mode: mode.as_str().into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: rfc3339(i.started_at),
+        keycloak,
+        sync: SyncStatus {
+            pending: queue.pending,
+            failed: queue.failed,
+            dead: queue.dead,
+            last_cycle: last_sync.map(|l| rfc3339(l.completed)),
+        },
+        sessions: SessionStatus {
+            active: counts.active,
+            keycloak: counts.keycloak,
+            cached: counts.cached,
+            local: counts.local,
+            expiring_soon: counts.expiring_soon,
+        },
+        users,
+        storage,
+        backup,
+        alerts,
+    })
+}
+
+/// The storage part of the report, and its alert while the store is faulted.
+fn storage_section(i: &Inputs, alerts: &mut Vec<Alert>) -> StorageStatus {
+    match &i.store.fault() {
         None => StorageStatus {
             status: "ok".into(),
             since: None,
@@ -178,69 +240,74 @@ pub fn report(i: &Inputs) -> Result<StatusReport, StoreError> {
                 detail: Some(f.detail.clone()),
             }
         }
-    };
-    let backup = {
-        let snaps = i.snapshots.clone();
-        if let Some((at, why)) = &snaps.last_error {
-            alerts.push(Alert {
-                name: "snapshot_failed".into(),
-                severity: "warning".into(),
-                since: rfc3339(*at),
-                message: format!("the last database snapshot failed: {why}"),
-            });
-        }
-        BackupStatus {
-            dir: i.snapshot_dir.clone(),
-            kept: snaps.kept,
-            last_snapshot: snaps.last_good.map(|s| SnapshotStatus {
-                file: s.file.display().to_string(),
-                at: rfc3339(s.at),
-                bytes: s.bytes,
-                seal_key_id: s.seal_key_id,
-            }),
-            last_error: snaps.last_error.map(|(_, e)| e),
-        }
-    };
-    // Live: ends once NTP sets the system clock right (design rule 7).
-    if let Some(behind) = i.clock.system_behind() {
-        let behind = humantime::format_duration(behind);
-        let (since, message) = match (i.clock.jump_back_at_start(), i.clock.keycloak_since()) {
-            (_, Some(t)) => (
-                t,
-                format!(
-                    "the system clock is {behind} behind the appliance's time, which follows Keycloak's clock since {}; check NTP / RTC",
-                    rfc3339(t)
-                ),
-            ),
-            (Some(back), None) => (
-                i.started_at,
-                format!(
-                    "the system clock started {} behind the latest time the store saw and is {behind} behind the appliance's time; check NTP / RTC",
-                    humantime::format_duration(back)
-                ),
-            ),
-            (None, None) => (
-                i.started_at,
-                format!("the system clock went back: it is {behind} behind the appliance's time"),
-            ),
-        };
+    }
+}
+
+/// The snapshots part of the report, and its alert when the last snapshot failed.
+fn backup_section(i: &Inputs, alerts: &mut Vec<Alert>) -> BackupStatus {
+    let snaps = i.snapshots.clone();
+    if let Some((at, why)) = &snaps.last_error {
         alerts.push(Alert {
-            name: "clock_behind".into(),
+            name: "snapshot_failed".into(),
             severity: "warning".into(),
-            since: rfc3339(since),
-            message,
+            since: rfc3339(*at),
+            message: format!("the last database snapshot failed: {why}"),
         });
     }
-    // Stays until a restart: the fix is in the config.
-    if let Some(since) = i.local_proxy_since {
-        alerts.push(Alert {
-            name: "unnamed_local_proxy".into(),
-            severity: "warning".into(),
-            since: rfc3339(since),
-            message: LocalProxyHint::MESSAGE.into(),
-        });
+    BackupStatus {
+        dir: i.snapshot_dir.clone(),
+        kept: snaps.kept,
+        last_snapshot: snaps.last_good.map(|s| SnapshotStatus {
+            file: s.file.display().to_string(),
+            at: rfc3339(s.at),
+            bytes: s.bytes,
+            seal_key_id: s.seal_key_id,
+        }),
+        last_error: snaps.last_error.map(|(_, e)| e),
     }
-    let (mode, keycloak) = match i.upstream.view() {
+}
+
+/// `clock_behind`, live: ends once NTP sets the system clock right (design rule 7).
+fn clock_alert(i: &Inputs) -> Option<Alert> {
+    let behind = i.clock.system_behind()?;
+    let behind = humantime::format_duration(behind);
+    let (since, message) = match (i.clock.jump_back_at_start(), i.clock.keycloak_since()) {
+        (_, Some(t)) => (
+            t,
+            format!(
+                "the system clock is {behind} behind the appliance's time, which follows Keycloak's clock since {}; check NTP / RTC",
+                rfc3339(t)
+            ),
+        ),
+        (Some(back), None) => (
+            i.started_at,
+            format!(
+                "the system clock started {} behind the latest time the store saw and is {behind} behind the appliance's time; check NTP / RTC",
+                humantime::format_duration(back)
+            ),
+        ),
+        (None, None) => (
+            i.started_at,
+            format!("the system clock went back: it is {behind} behind the appliance's time"),
+        ),
+    };
+    Some(Alert {
+        name: "clock_behind".into(),
+        severity: "warning".into(),
+        since: rfc3339(since),
+        message,
+    })
+}
+
+/// The Keycloak part of the report, the appliance's mode, and the Keycloak alerts.
+fn keycloak_section(
+    i: &Inputs,
+    now: u64,
+    counts: &crate::store::sessions::SessionCounts,
+    alerts: &mut Vec<Alert>,
+) -> (Mode, KeycloakReport) {
+    let alerts_cfg = i.alerts;
+    match i.upstream.view() {
         None => (
             Mode::Normal,
             KeycloakReport {
@@ -325,53 +392,7 @@ pub fn report(i: &Inputs) -> Result<StatusReport, StoreError> {
                 },
             )
         }
-    };
-    let open = queue.pending + queue.failed;
-    if open > alerts_cfg.sync_queue_over {
-        alerts.push(Alert {
-            name: "sync_queue_over".into(),
-            severity: "warning".into(),
-            since: rfc3339(now),
-            message: format!(
-                "{open} changes wait for Keycloak (threshold {})",
-                alerts_cfg.sync_queue_over
-            ),
-        });
     }
-    if queue.dead > 0 {
-        alerts.push(Alert {
-            name: "sync_dead_items".into(),
-            severity: "critical".into(),
-            since: rfc3339(now),
-            message: format!(
-                "{} queued changes could not be replayed to Keycloak; see `edgeauth sync --list`",
-                queue.dead
-            ),
-        });
-    }
-    Ok(StatusReport {
-        mode: mode.as_str().into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        started_at: rfc3339(i.started_at),
-        keycloak,
-        sync: SyncStatus {
-            pending: queue.pending,
-            failed: queue.failed,
-            dead: queue.dead,
-            last_cycle: last_sync.map(|l| rfc3339(l.completed)),
-        },
-        sessions: SessionStatus {
-            active: counts.active,
-            keycloak: counts.keycloak,
-            cached: counts.cached,
-            local: counts.local,
-            expiring_soon: counts.expiring_soon,
-        },
-        users,
-        storage,
-        backup,
-        alerts,
-    })
 }
 
 /// Logs each alert once when it starts and once when it ends, and mirrors them as metrics.
