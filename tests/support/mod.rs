@@ -502,18 +502,24 @@ pub fn black_hole_logins(
 
 /// `edgeauth` with its wall clock two days behind (the monotonic clock left alone).
 pub fn two_days_behind() -> Command {
-    let found = Command::new("faketime")
-        .args(["-f", "+0", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "these tests need Debian's faketime (libfaketime): apt-get install -y faketime, or run scripts/test.sh, which installs it"
-    );
-    let inner = edgeauth();
-    let mut cmd = Command::new("faketime");
-    cmd.args(["-m", "--exclude-monotonic", "-f", "-2d"])
-        .arg(inner.get_program())
-        .args(inner.get_args());
+    // libfaketime preloaded into edgeauth itself, not the `faketime` wrapper: the wrapper forks,
+    // so killing it (the harness's Drop) left edgeauth running as an orphan.
+    let lib = [
+        "x86_64-linux-gnu",
+        "aarch64-linux-gnu",
+        "arm-linux-gnueabihf",
+    ]
+    .iter()
+    .map(|arch| std::path::PathBuf::from(format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1")))
+    .find(|p| p.exists());
+    let lib = lib.unwrap_or_else(|| {
+        panic!(
+            "these tests need Debian's faketime (libfaketime): apt-get install -y faketime, or run scripts/test.sh, which installs it"
+        )
+    });
+    let mut cmd = edgeauth();
+    cmd.env("LD_PRELOAD", lib)
+        .env("FAKETIME", "-2d")
+        .env("DONT_FAKE_MONOTONIC", "1");
     cmd
 }
