@@ -43,6 +43,13 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 
+# docs/ARCHITECTURE.md's layering: no import cycle, no App below the composition root.
+step "module layering (scripts/arch-metrics.py --check)"
+python3 scripts/arch-metrics.py --check >/dev/null || {
+  python3 scripts/arch-metrics.py | sed -n '1,/top-level module edges/p'
+  exit 1
+}
+
 # The advisory check needs the RustSec database from the internet, which CI cannot fetch:
 # docs/SECURITY.md says how to run it where there is internet.
 if ! cargo deny --version >/dev/null 2>&1; then
