@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (this is the README's test command):
-#   1. formatting and lints, and the dependency policy (cargo deny: licenses, duplicate crates,
-#      sources; deny.toml);
+#   1. formatting and lints, the module layering (scripts/arch-metrics.py --check: no import
+#      cycle, no App below the composition root), and the dependency policy (cargo deny:
+#      licenses, duplicate crates, sources; deny.toml);
 #   2. unit and integration tests (the real edgeauth binary on loopback, against an in-process
 #      fake Keycloak for the Keycloak tier's fault tests), and each benchmark run once; then
 #      each fuzz target for 60 s (scripts/fuzz.sh: config parser, HTTP router, JWT; a crash
