@@ -350,25 +350,13 @@ fn clock_check(client: &KeycloakClient, issued: Option<IssuedAt>) -> Check {
     }
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
 fn httpdate_parse(s: &str) -> Option<u64> {
-    humantime::parse_rfc3339(&{
-        let parts: Vec<&str> = s.split_whitespace().collect();
-        let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
-            return None;
-        };
-        let m = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ]
-        .iter()
-        .position(|x| x == mon)?
-            + 1;
-        format!("{year}-{m:02}-{day:0>2}T{time}Z")
-    })
-    .ok()?
-    .duration_since(UNIX_EPOCH)
-    .ok()
-    .map(|d| d.as_secs())
+    httpdate::parse_http_date(s)
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 fn credentials_check(client: &KeycloakClient, ep: &Endpoints) -> (Check, Option<IssuedAt>) {
