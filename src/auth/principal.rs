@@ -6,6 +6,7 @@
 use super::session::{InvalidReason, SessionCheck, ValidSession};
 use super::{Auth, AuthError, Client};
 use crate::crypto::{SessionDigest, SessionId};
+use crate::domain::AuthMode;
 use crate::store::StoreError;
 
 /// What a request presents to say who it is.
@@ -46,7 +47,56 @@ pub enum Principal {
     Session(Box<ValidSession>),
 }
 
+/// How a principal proved who it is (the `Remote-Via`-style detail for logs and headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The site session (cookie or `eas_` bearer).
+    Session,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Session => "session",
+        }
+    }
+}
+
+/// What access rules and identity headers see of a signed-in principal, borrowed from it.
+/// `roles` are realm roles plus the tenant client's roles (as stored from the token);
+/// `client_roles` are `client:role` for every client the token named.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub tenant: &'a str,
+    pub username: &'a str,
+    pub name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub roles: &'a [String],
+    pub client_roles: &'a [String],
+    pub groups: &'a [String],
+    pub auth_mode: AuthMode,
+    pub via: Via,
+}
+
 impl Principal {
+    /// The signed-in subject, if this principal is one.
+    pub fn subject(&self) -> Option<Subject<'_>> {
+        match self {
+            Principal::Session(v) => Some(Subject {
+                tenant: v.user.tenant.as_str(),
+                username: v.user.username.as_str(),
+                name: v.user.name.as_deref(),
+                email: v.user.email.as_deref(),
+                roles: &v.user.roles,
+                client_roles: &v.user.client_roles,
+                groups: &v.user.groups,
+                auth_mode: v.mode,
+                via: Via::Session,
+            }),
+            Principal::Anonymous | Principal::Invalid(_) => None,
+        }
+    }
+
     /// Does this principal hold `role` (the operator role, later access rules)?
     pub fn has_role(&self, role: &str) -> bool {
         match self {

@@ -126,6 +126,9 @@ impl Auth {
                 if let Some(id) = identity {
                     u.roles = id.roles;
                     u.groups = id.groups;
+                    u.client_roles = id.client_roles;
+                    u.name = id.name;
+                    u.email = id.email;
                 }
                 w.put_user(&u)?;
             }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod url;
 pub(crate) mod validate;
+pub mod web;
 
 /// The environment variable that names a config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "EDGEAUTH_CONFIG";
@@ -72,6 +73,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub audit: AuditConfig,
     pub backup: BackupConfig,
+    pub web: web::WebConfig,
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Where this config came from (a file path, or the embedded defaults); for messages.
     #[serde(skip)]

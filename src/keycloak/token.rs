@@ -30,6 +30,17 @@ pub struct AccessClaims {
     /// Present when the realm has a group-membership mapper.
     #[serde(default)]
     pub groups: Option<Vec<String>>,
+    /// The profile scope's display name and the email scope's address, when granted.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The client the token was issued to (OIDC Core §2).
+    #[serde(default)]
+    pub azp: Option<String>,
+    /// The audience: one string or a list (RFC 7519 §4.1.3).
+    #[serde(default)]
+    pub aud: Option<serde_json::Value>,
 }
 
 impl AccessClaims {
@@ -48,6 +59,18 @@ impl AccessClaims {
                 out.push(r.clone());
             }
         }
+        out
+    }
+
+    /// Every client role the token carries, as `client:role` (access rules' client roles).
+    pub fn client_roles(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (client, list) in self.resource_access.iter().flatten() {
+            for r in &list.roles {
+                out.push(format!("{client}:{r}"));
+            }
+        }
+        out.sort();
         out
     }
 

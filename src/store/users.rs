@@ -17,6 +17,14 @@ pub struct UserRecord {
     pub roles: Vec<String>,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Every client role of the user's last token, as `client:role` (access rules).
+    #[serde(default)]
+    pub client_roles: Vec<String>,
+    /// Display name and email from the user's last token (identity headers).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
     pub enabled: bool,
     pub created_at: u64,
     pub updated_at: u64,
@@ -104,6 +112,9 @@ pub(crate) fn sample(name: &str) -> UserRecord {
         password_hash: Some("$argon2id$x".into()),
         roles: vec!["staff".into()],
         groups: vec![],
+        client_roles: Vec::new(),
+        name: None,
+        email: None,
         enabled: true,
         created_at: 1,
         updated_at: 1,

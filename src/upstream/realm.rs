@@ -20,6 +20,10 @@ use crate::store::Store;
 pub struct Identity {
     pub roles: Vec<String>,
     pub groups: Vec<String>,
+    /// Every client role in the token, as `client:role`.
+    pub client_roles: Vec<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
 }
 
 /// The login side's calls to one realm, blocking. [`Realm`] asks Keycloak; in-process tests
@@ -314,6 +318,9 @@ impl LoginApi for Realm {
         Ok(Identity {
             roles: c.roles(&self.client.settings().client_id),
             groups: c.group_list(),
+            client_roles: c.client_roles(),
+            name: c.name.clone(),
+            email: c.email.clone(),
         })
     }
 }

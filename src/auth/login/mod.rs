@@ -217,6 +217,9 @@ impl Auth {
             password_hash: None,
             roles: Vec::new(),
             groups: Vec::new(),
+            client_roles: Vec::new(),
+            name: None,
+            email: None,
             enabled: true,
             created_at: a.now,
             updated_at: a.now,
@@ -228,6 +231,9 @@ impl Auth {
         if let Some(id) = identity {
             u.roles = id.roles;
             u.groups = id.groups;
+            u.client_roles = id.client_roles;
+            u.name = id.name;
+            u.email = id.email;
         }
         u.last_online_auth = Some(a.now);
         u.updated_at = a.now;

@@ -70,6 +70,7 @@ impl LoginApi for Script {
         Ok(Identity {
             roles: vec!["staff".into()],
             groups: vec!["/site".into()],
+            ..Identity::default()
         })
     }
 }
@@ -164,6 +165,9 @@ impl Harness {
             password_hash: hash,
             roles: Vec::new(),
             groups: Vec::new(),
+            client_roles: Vec::new(),
+            name: None,
+            email: None,
             enabled: s.enabled,
             created_at: now,
             updated_at: now,
