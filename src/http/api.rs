@@ -10,14 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::{ApiJson, COOKIE_NAME, MalformedForwardedFor, Origin, Token, origin};
+use super::extract::{ApiJson, MalformedForwardedFor, Origin, Token, origin};
 use crate::app::App;
 use crate::auth::Client;
 use crate::auth::login::LoginRequest;
 use crate::auth::password::PasswordRequest;
 use crate::auth::principal::{Credential, Principal};
 use crate::clock::rfc3339;
-use crate::crypto::SessionId;
 use crate::logsafe::clean;
 use crate::store::users::UserRecord;
 
@@ -70,34 +69,6 @@ fn with_note(mut res: Response, note: String) -> Response {
     res
 }
 
-fn session_cookie(app: &App, id: &SessionId) -> String {
-    let secure = if app.config.server.tls_enabled() {
-        "; Secure"
-    } else {
-        ""
-    };
-    format!(
-        "{COOKIE_NAME}={}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}{secure}",
-        id.expose(),
-        app.config.auth.session_ttl.as_secs()
-    )
-}
-
-fn clear_cookie(app: &App) -> String {
-    let secure = if app.config.server.tls_enabled() {
-        "; Secure"
-    } else {
-        ""
-    };
-    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{secure}")
-}
-
-fn set_cookie(res: &mut Response, cookie: String) {
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        res.headers_mut().insert(header::SET_COOKIE, v);
-    }
-}
-
 pub async fn login(
     State(app): State<Arc<App>>,
     ClientAddr(from): ClientAddr,
@@ -120,7 +91,10 @@ pub async fn login(
                 "warning": ok.warning,
             });
             let mut res = (StatusCode::OK, Json(body)).into_response();
-            set_cookie(&mut res, session_cookie(&app, &ok.session_id));
+            super::cookie::set(
+                &mut res,
+                &super::cookie::session(&app.config, &ok.session_id),
+            );
             with_note(
                 res,
                 format!("{who} outcome=ok auth_mode={}", ok.session.auth_mode),
@@ -179,7 +153,7 @@ pub async fn logout(
         .logout(credential.as_ref(), Client { ip: from.ip })
         .await?;
     let mut res = (StatusCode::OK, Json(json!({"success": true}))).into_response();
-    set_cookie(&mut res, clear_cookie(&app));
+    super::cookie::set(&mut res, &super::cookie::cleared(&app.config));
     Ok(res)
 }
 

@@ -2,6 +2,7 @@
 //! the listener with TLS and connection timeouts ([`server`]).
 
 pub mod api;
+pub mod cookie;
 pub mod error;
 pub mod extract;
 pub mod server;
