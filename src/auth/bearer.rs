@@ -255,7 +255,11 @@ impl Auth {
         }
         let active = match cached.active {
             Some(a) => a,
-            None => match self.upstream.introspect(&principal.tenant, token.expose()).await {
+            None => match self
+                .upstream
+                .introspect(&principal.tenant, token.expose())
+                .await
+            {
                 Ok(active) => {
                     let until = principal
                         .expires_at

@@ -232,6 +232,7 @@ fn bearer_algorithms_are_asymmetric_only() {
     assert_eq!(e.key.as_deref(), Some("bearer.algorithms"));
     let e = parse("[bearer]\naudiences = [\"pos\", \" \"]\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("bearer.audiences"));
-    let ok = parse("[bearer]\nalgorithms = [\"RS256\", \"PS256\"]\naudiences = [\"pos\"]\n").unwrap();
+    let ok =
+        parse("[bearer]\nalgorithms = [\"RS256\", \"PS256\"]\naudiences = [\"pos\"]\n").unwrap();
     assert_eq!(ok.bearer.audiences, ["pos"]);
 }

@@ -16,8 +16,8 @@ use crate::auth::Client;
 use crate::auth::login::LoginRequest;
 use crate::auth::password::PasswordRequest;
 use crate::auth::principal::{Credential, Principal, Via};
-use crate::domain::AuthMode;
 use crate::clock::rfc3339;
+use crate::domain::AuthMode;
 use crate::logsafe::clean;
 use crate::store::users::UserRecord;
 

@@ -58,9 +58,9 @@ impl Endpoints {
 
     /// The introspection endpoint: discovered, else Keycloak's fixed layout.
     pub fn introspection(&self) -> String {
-        self.introspection_endpoint.clone().unwrap_or_else(|| {
-            format!("{}/protocol/openid-connect/token/introspect", self.issuer)
-        })
+        self.introspection_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("{}/protocol/openid-connect/token/introspect", self.issuer))
     }
 }
 

@@ -146,7 +146,8 @@ pub fn algorithm_named(name: &str) -> Option<Algorithm> {
 /// empty)? Decides only which kind of credential a bearer is, never whether it is good.
 pub fn is_jwt_shaped(token: &str) -> bool {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
@@ -293,13 +294,15 @@ impl Jwks {
             .ok_or_else(|| VerifyError::Invalid("unreadable header".into()))?;
         let alg = algorithm_named(&header.alg)
             .filter(|a| rules.algorithms.contains(a))
-            .ok_or_else(|| VerifyError::Algorithm(crate::logsafe::clean(&header.alg).to_string()))?;
+            .ok_or_else(|| {
+                VerifyError::Algorithm(crate::logsafe::clean(&header.alg).to_string())
+            })?;
         let mut same_kid = self.keys.iter().filter(|(kid, _, _)| *kid == header.kid);
         let Some((_, key_alg, key)) = same_kid.clone().find(|(_, a, _)| *a == alg) else {
             return Err(match same_kid.next() {
-                Some((_, a, _)) => VerifyError::Algorithm(format!(
-                    "{alg:?} for a key published for {a:?}"
-                )),
+                Some((_, a, _)) => {
+                    VerifyError::Algorithm(format!("{alg:?} for a key published for {a:?}"))
+                }
                 None => VerifyError::UnknownKid(header.kid),
             });
         };
@@ -327,7 +330,10 @@ impl Jwks {
         if now >= claims.exp.saturating_add(rules.leeway) {
             return Err(VerifyError::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(rules.leeway)) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(rules.leeway))
+        {
             return Err(VerifyError::NotYetValid);
         }
         Ok(claims)
@@ -423,8 +429,12 @@ mod tests {
     fn sign_with(pem: &str, kid: &str, claims: &Value) -> String {
         let mut h = Header::new(Algorithm::RS256);
         h.kid = Some(kid.to_owned());
-        jsonwebtoken::encode(&h, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap())
-            .unwrap()
+        jsonwebtoken::encode(
+            &h,
+            claims,
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
     }
 
     fn sign(claims: &Value) -> String {
@@ -556,7 +566,10 @@ mod tests {
     #[test]
     fn an_unknown_kid_is_reported_for_the_caller_to_refetch() {
         let t = sign_with(PEM_2, &kid(1), &claims());
-        assert_eq!(check(&t).unwrap_err(), VerifyError::UnknownKid(Some(kid(1))));
+        assert_eq!(
+            check(&t).unwrap_err(),
+            VerifyError::UnknownKid(Some(kid(1)))
+        );
         // Key 2's signature under key 1's kid: a bad signature, not an unknown kid.
         let t = sign_with(PEM_2, &kid(0), &claims());
         assert!(matches!(check(&t), Err(VerifyError::Invalid(_))));
@@ -579,7 +592,12 @@ mod tests {
 
     #[test]
     fn id_refresh_and_untyped_tokens_are_refused() {
-        for typ in [json!("ID"), json!("Refresh"), json!("Logout"), json!("bearer")] {
+        for typ in [
+            json!("ID"),
+            json!("Refresh"),
+            json!("Logout"),
+            json!("bearer"),
+        ] {
             let t = sign(&with("typ", typ.clone()));
             assert!(
                 matches!(check(&t), Err(VerifyError::NotAccessToken(_))),
@@ -612,14 +630,13 @@ mod tests {
         let t = sign(&claims());
         assert!(is_jwt_shaped(&t));
         assert_eq!(peek_issuer(&t).as_deref(), Some(ISS));
-        for bad in ["", "eas_abc", "a.b", "a.b.c.d", ".b.c", "a..c", "a.b+/.c", "a b.c.d"] {
+        for bad in [
+            "", "eas_abc", "a.b", "a.b.c.d", ".b.c", "a..c", "a.b+/.c", "a b.c.d",
+        ] {
             assert!(!is_jwt_shaped(bad), "{bad}");
         }
         assert_eq!(peek_issuer("x.!!.y"), None);
-        assert!(matches!(
-            check("x.y.z"),
-            Err(VerifyError::Invalid(_))
-        ));
+        assert!(matches!(check("x.y.z"), Err(VerifyError::Invalid(_))));
         for name in crate::config::bearer::ALGORITHMS {
             assert!(algorithm_named(name).is_some(), "{name}");
         }

@@ -194,16 +194,14 @@ impl Upstream {
                 deps.metrics.clone(),
                 config.bearer.jwks_refetch_interval.0,
             )
-            .map_err(
-                |message| ConfigError {
-                    file: config.origin.clone(),
-                    key: Some(
-                        name.as_ref()
-                            .map_or("keycloak".into(), |n| format!("tenants.{n}")),
-                    ),
-                    message,
-                },
-            )?;
+            .map_err(|message| ConfigError {
+                file: config.origin.clone(),
+                key: Some(
+                    name.as_ref()
+                        .map_or("keycloak".into(), |n| format!("tenants.{n}")),
+                ),
+                message,
+            })?;
             match name {
                 None => default = Some(Arc::new(realm)),
                 Some(n) => {

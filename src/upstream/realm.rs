@@ -407,7 +407,10 @@ mod tests {
         assert!(gate.claim(t0), "the first unknown kid refetches");
         assert!(!gate.claim(t0), "a second at once does not");
         assert!(!gate.claim(t0 + Duration::from_secs(59)));
-        assert!(gate.claim(t0 + Duration::from_secs(60)), "after the interval");
+        assert!(
+            gate.claim(t0 + Duration::from_secs(60)),
+            "after the interval"
+        );
         assert!(!gate.claim(t0 + Duration::from_secs(61)));
         // A clock read out of order (another thread) never panics or reopens the gate.
         assert!(!gate.claim(t0));

@@ -14,6 +14,9 @@
 //!   signing key, plus one `use: enc` RSA-OAEP key, as real Keycloak does)
 //! * `POST /realms/site/protocol/openid-connect/token` (`password`, `refresh_token`,
 //!   `client_credentials`), `.../logout` (refresh-token logout, 204) and `.../revoke` (200)
+//! * `POST .../token/introspect` (RFC 7662, client-authenticated): `{"active": true, ...claims}`
+//!   for an access token whose signature, expiry, session and user are good, else
+//!   `{"active": false}`, as Keycloak answers
 //! * `GET  /health/ready` (`{"status":"UP","checks":[]}`; real Keycloak serves it on the
 //!   management port, here it is the same port)
 //! * the Admin REST API subset edgeauth's sync uses, under `/admin/realms/site` (see the
@@ -824,6 +827,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(&format!("{oidc}/token"), post(token))
         .route(&format!("{oidc}/logout"), post(logout))
         .route(&format!("{oidc}/revoke"), post(revoke))
+        .route(&format!("{oidc}/token/introspect"), post(introspect))
         .route("/health", get(health))
         .route("/health/ready", get(health))
         .route("/health/live", get(health))
@@ -1094,6 +1098,58 @@ async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         shared.realm().sessions.remove(sid);
     }
     StatusCode::OK.into_response()
+}
+
+/// RFC 7662 as Keycloak answers it: inactive (`{"active": false}`, 200) for anything but an
+/// access token signed with one of the realm's keys, unexpired, whose session is still there
+/// and whose user is enabled.
+async fn introspect(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = parse_form(&body);
+    if let Err(refusal) = authenticate_client(&shared, &headers, &form) {
+        return refusal.into_response();
+    }
+    let inactive = || json_response(StatusCode::OK, json!({"active": false}));
+    let Some(token) = form.get("token") else {
+        return inactive();
+    };
+    let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) else {
+        return inactive();
+    };
+    let Some(key) = shared.keys.iter().find(|k| k.kid == kid) else {
+        return inactive();
+    };
+    let Ok(decoding) = DecodingKey::from_rsa_components(&key.n, &key.e) else {
+        return inactive();
+    };
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    validation.set_issuer(&[&shared.issuer]);
+    let Ok(data) = jsonwebtoken::decode::<Value>(token, &decoding, &validation) else {
+        return inactive();
+    };
+    let mut claims = data.claims;
+    let realm = shared.realm();
+    let session_user = claims["sid"]
+        .as_str()
+        .and_then(|sid| realm.sessions.get(sid))
+        .map(|s| s.username.clone());
+    let enabled = session_user
+        .as_ref()
+        .and_then(|u| realm.users.get(u))
+        .is_some_and(|u| u.enabled);
+    if claims["typ"] != "Bearer" || !enabled {
+        return inactive();
+    }
+    claims["active"] = json!(true);
+    claims["client_id"] = claims["azp"].clone();
+    claims["username"] = claims["preferred_username"].clone();
+    claims["token_type"] = json!("Bearer");
+    json_response(StatusCode::OK, claims)
 }
 
 // ---------------------------------------------------------------------------------------------
