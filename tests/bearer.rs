@@ -298,6 +298,14 @@ fn introspection_refuses_a_centrally_ended_session_and_falls_back_when_keycloak_
         "[bearer]\nintrospect = true\nintrospect_cache = \"1s\"\n",
     );
     let introspect = "/token/introspect";
+
+    // Keycloak introspects only for a client in the token's aud: without an Audience mapper
+    // every token is "not active", and the log says what to add.
+    let plain = access_token(&kc, "alice", "alice-password-1");
+    assert_refused(&session(&a, &plain), "revoked");
+    assert!(a.log().contains("add an Audience mapper"), "{}", a.log());
+
+    kc.set_audience_mapper(true);
     let alice = access_token(&kc, "alice", "alice-password-1");
     let bob = access_token(&kc, "bob", "bob-password-1");
     kc.reset_counters();

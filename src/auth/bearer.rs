@@ -15,6 +15,7 @@
 //! Nothing here writes to the store (design rule 8).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -51,6 +52,9 @@ impl BearerPolicy {
 }
 
 type Key = [u8; 32];
+
+/// The missing-audience warning is logged once per process.
+static AUDIENCE_HINT: AtomicBool = AtomicBool::new(false);
 
 /// The cache key of a token: its SHA-256 (the token is a bearer secret; it is not kept).
 pub fn key(token: &str) -> Key {
@@ -212,6 +216,7 @@ pub fn principal_of(v: &VerifiedToken) -> Option<TokenPrincipal> {
         groups: c.group_list(),
         expires_at: c.exp,
         client: c.azp.clone(),
+        introspectable: c.audience_names(&v.client_id),
     })
 }
 
@@ -282,10 +287,18 @@ impl Auth {
             },
         };
         if active {
-            Principal::Token(principal)
-        } else {
-            Principal::Invalid(InvalidReason::Revoked)
+            return Principal::Token(principal);
         }
+        if !principal.introspectable && !AUDIENCE_HINT.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "Keycloak says a token of {} is not active, and its aud does not name this \
+                 appliance's client: Keycloak (26.7 and later) introspects a token only for a \
+                 client in its audience, so every such token is refused; add an Audience mapper \
+                 for the client to the token's client (README, \"Keycloak tokens as bearers\")",
+                principal.tenant
+            );
+        }
+        Principal::Invalid(InvalidReason::Revoked)
     }
 }
 
@@ -305,6 +318,7 @@ mod tests {
             groups: Vec::new(),
             expires_at: exp,
             client: Some("edgeauth".into()),
+            introspectable: true,
         })
     }
 

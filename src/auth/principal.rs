@@ -89,6 +89,8 @@ pub struct TokenPrincipal {
     pub expires_at: u64,
     /// The client it was issued to (`azp`).
     pub client: Option<String>,
+    /// Its `aud` names the tenant's client, which Keycloak requires to introspect it.
+    pub introspectable: bool,
 }
 
 /// How a principal proved who it is (the `Remote-Via`-style detail for logs and headers).

@@ -98,15 +98,17 @@ impl AccessClaims {
 
     /// Was the token issued to (`azp`) or for (`aud`, a string or a list) one of `clients`?
     pub fn issued_to(&self, clients: &[String]) -> bool {
-        let named = |c: &str| clients.iter().any(|k| k == c);
-        if self.azp.as_deref().is_some_and(named) {
-            return true;
-        }
+        self.azp
+            .as_deref()
+            .is_some_and(|a| clients.iter().any(|c| c == a))
+            || clients.iter().any(|c| self.audience_names(c))
+    }
+
+    /// Does `aud` name `client`? (Keycloak 26.7 introspects a token only for a client in it.)
+    pub fn audience_names(&self, client: &str) -> bool {
         match &self.aud {
-            Some(serde_json::Value::String(a)) => named(a),
-            Some(serde_json::Value::Array(list)) => {
-                list.iter().filter_map(|a| a.as_str()).any(named)
-            }
+            Some(serde_json::Value::String(a)) => a == client,
+            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a == client),
             _ => false,
         }
     }

@@ -15,8 +15,9 @@
 //! * `POST /realms/site/protocol/openid-connect/token` (`password`, `refresh_token`,
 //!   `client_credentials`), `.../logout` (refresh-token logout, 204) and `.../revoke` (200)
 //! * `POST .../token/introspect` (RFC 7662, client-authenticated): `{"active": true, ...claims}`
-//!   for an access token whose signature, expiry, session and user are good, else
-//!   `{"active": false}`, as Keycloak answers
+//!   for an access token whose signature, expiry, session and user are good and whose `aud`
+//!   names the asking client (Keycloak 26.7 logs "Client 'edgeauth' is not in the token
+//!   audience" otherwise: see `set_audience_mapper`), else `{"active": false}`
 //! * `GET  /health/ready` (`{"status":"UP","checks":[]}`; real Keycloak serves it on the
 //!   management port, here it is the same port)
 //! * the Admin REST API subset edgeauth's sync uses, under `/admin/realms/site` (see the
@@ -301,6 +302,13 @@ impl FakeKeycloak {
         self.shared.realm().client_secret = secret.to_string();
     }
 
+    /// Adds (or removes) an Audience protocol mapper that puts `edgeauth` in the `aud` of the
+    /// access tokens it issues (`["edgeauth", "account"]`), which Keycloak's introspection
+    /// requires of the asking client.
+    pub fn set_audience_mapper(&self, on: bool) {
+        self.shared.realm().audience_mapper = on;
+    }
+
     pub fn set_direct_access_grants(&self, enabled: bool) {
         self.shared.realm().direct_access_grants = enabled;
     }
@@ -496,6 +504,8 @@ struct SigningKey {
 struct RealmState {
     client_secret: String,
     direct_access_grants: bool,
+    /// An Audience mapper on the client: its access tokens name it in `aud`.
+    audience_mapper: bool,
     access_token_lifespan: Duration,
     current_key: usize,
     /// Indexes into `Shared::keys` published in the JWKS, current first.
@@ -607,6 +617,7 @@ impl Shared {
             realm: Mutex::new(RealmState {
                 client_secret: DEFAULT_CLIENT_SECRET.to_string(),
                 direct_access_grants: true,
+                audience_mapper: false,
                 access_token_lifespan: DEFAULT_ACCESS_TOKEN_LIFESPAN,
                 current_key: 0,
                 published_keys: vec![0],
@@ -1142,7 +1153,12 @@ async fn introspect(
         .as_ref()
         .and_then(|u| realm.users.get(u))
         .is_some_and(|u| u.enabled);
-    if claims["typ"] != "Bearer" || !enabled {
+    let audience = match &claims["aud"] {
+        Value::String(a) => a == CLIENT_ID,
+        Value::Array(list) => list.iter().any(|a| a == CLIENT_ID),
+        _ => false,
+    };
+    if claims["typ"] != "Bearer" || !enabled || !audience {
         return inactive();
     }
     claims["active"] = json!(true);
@@ -1378,7 +1394,7 @@ fn issue_user_tokens(
         "auth_time": auth_time,
         "jti": uuid(),
         "iss": shared.issuer,
-        "aud": "account",
+        "aud": if realm.audience_mapper { json!([CLIENT_ID, "account"]) } else { json!("account") },
         "sub": user.id,
         "typ": "Bearer",
         "azp": CLIENT_ID,
