@@ -280,7 +280,12 @@ impl Realm {
         }
         let bytes = serde_json::to_vec(&doc).unwrap_or_default();
         let key = format!("{}/jwks", self.kv_prefix);
-        if let Err(e) = self.store.write(|w| w.put_kv(&key, &bytes)) {
+        // Unchanged (a refetch for a made-up kid): no write, so a bearer never makes one
+        // unless Keycloak's keys really changed (design rule 8).
+        let stored = self.store.read(|r| r.kv(&key)).ok().flatten();
+        if stored.as_deref() != Some(&bytes[..])
+            && let Err(e) = self.store.write(|w| w.put_kv(&key, &bytes))
+        {
             log::warn!("cannot persist the JWKS: {e}");
         }
         let n = jwks.len();
