@@ -21,9 +21,11 @@ use crate::crypto::Secret;
 use crate::domain::DEFAULT_TENANT;
 use crate::error::AppError;
 
+mod access;
 mod ops;
 mod user;
 
+pub use access::{AccessCommand, CheckArgs};
 use ops::{diagnose, init, sync};
 use user::user;
 
@@ -69,6 +71,9 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_TENANT)]
         tenant: String,
     },
+    /// Access rules: `access check` says which rule decides a request and why.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// The newest audit rows (logins, logouts, password and account changes).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -256,6 +261,7 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
         Command::Db(DbCommand::Restore { file }) => ops::restore(&config, &absolute(&file)?),
         Command::Diagnose { json, tenant } => diagnose(&config, json, &tenant),
         Command::Sync(args) => sync(&config, args),
+        Command::Access(cmd) => access::access(&config, cmd),
         Command::Audit { limit, json } => {
             let v = admin(&config, AdminRequest::Audit { limit })?;
             if json {

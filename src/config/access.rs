@@ -112,7 +112,7 @@ pub struct RuleConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require: Option<Require>,
     /// Bearer JWTs are introspected online (RFC 7662) for this rule.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub introspect: bool,
 }
 
