@@ -827,3 +827,40 @@ fn describe_writes_the_rule_on_one_line() {
     );
     assert!(!d.contains('\n'));
 }
+
+#[test]
+fn the_reference_config_examples_parse_and_decide_as_their_comments_say() {
+    let text = crate::config::REFERENCE_TOML;
+    let examples = &text[text.find("# Examples:").unwrap()..text.find("# Per-tenant").unwrap()];
+    let toml: String = examples
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with("[[access.rules]]")
+                || l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let r = rules(&toml);
+    assert_eq!(r.len(), 5, "{toml}");
+    assert_eq!(decide(&r, &req("pos.site.lan", "/static/app.js"), None).1, Verdict::Bypass);
+    assert_eq!(
+        decide(&r, &req("pos.site.lan", "/").ip("192.168.50.3"), None),
+        (Some(1), Verdict::Deny)
+    );
+    let till = user("t").client_roles(&["pos:till"]);
+    assert_eq!(decide(&r, &req("pos.site.lan", "/"), Some(&till)), (Some(2), Verdict::Allow));
+    let admin = user("a").groups(&["/it/admins", "/it/on-call"]);
+    assert_eq!(decide(&r, &req("wiki.site.lan", "/admin"), Some(&admin)).1, Verdict::Allow);
+    let half = user("a").groups(&["/it/admins"]);
+    assert_eq!(decide(&r, &req("wiki.site.lan", "/admin"), Some(&half)).1, Verdict::Deny);
+    assert_eq!(
+        decide(&r, &req("wiki.site.lan", "/history/12/edit"), Some(&admin)),
+        (Some(4), Verdict::Deny)
+    );
+    assert_eq!(
+        decide(&r, &req("wiki.site.lan", "/history/12"), Some(&half)),
+        (None, Verdict::Allow)
+    );
+}
