@@ -106,7 +106,10 @@ fn bench_access(c: &mut Criterion) {
     };
     for req in [&last, &encoded] {
         // The first match fills the regex's cache for this thread; after that, nothing.
-        assert_eq!(rules.find(req).decide(Some(&subject)).verdict, Verdict::Allow);
+        assert_eq!(
+            rules.find(req).decide(Some(&subject)).verdict,
+            Verdict::Allow
+        );
         let before = ALLOCS.with(Cell::get);
         for _ in 0..100 {
             let d = rules.find(req).decide(Some(&subject));

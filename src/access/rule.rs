@@ -219,10 +219,15 @@ impl Rule {
         !self.prefixes.is_empty() || self.regex.is_some()
     }
 
-    /// Does the path key (prefixes and regex together) match one normalised reading?
-    fn path_matches(&self, path: &str) -> bool {
-        let prefix = self.prefixes.is_empty() || self.prefixes.iter().any(|p| under(path, p));
-        prefix && self.regex.as_ref().is_none_or(|r| r.is_match(path))
+    /// The path key (`paths`, then `path_regex`) that one normalised reading misses, if any.
+    fn path_miss(&self, path: &str) -> Option<Key> {
+        if !self.prefixes.is_empty() && !self.prefixes.iter().any(|p| under(path, p)) {
+            return Some("paths");
+        }
+        match &self.regex {
+            Some(r) if !r.is_match(path) => Some("path_regex"),
+            _ => None,
+        }
     }
 
     /// The request part against a request (host without port, method, client address,
@@ -238,11 +243,14 @@ impl Rule {
         let mut unclear = None;
         if self.looks_at_path() {
             match paths {
-                Paths::One(p) if !self.path_matches(p) => return Test::Miss(self.path_key()),
-                Paths::One(_) => {}
-                Paths::Two(a, b) => match (self.path_matches(a), self.path_matches(b)) {
-                    (true, true) => {}
-                    (false, false) => return Test::Miss(self.path_key()),
+                Paths::One(p) => {
+                    if let Some(key) = self.path_miss(p) {
+                        return Test::Miss(key);
+                    }
+                }
+                Paths::Two(a, b) => match (self.path_miss(a), self.path_miss(b)) {
+                    (None, None) => {}
+                    (Some(key), Some(_)) => return Test::Miss(key),
                     _ => unclear = Some(Unclear::Ambiguous),
                 },
                 Paths::Unclear(why) => unclear = Some(why),
@@ -258,14 +266,6 @@ impl Rule {
             }
         }
         unclear.map_or(Test::Match, Test::Unclear)
-    }
-
-    fn path_key(&self) -> Key {
-        if self.prefixes.is_empty() {
-            "path_regex"
-        } else {
-            "paths"
-        }
     }
 }
 

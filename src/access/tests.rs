@@ -844,17 +844,29 @@ fn the_reference_config_examples_parse_and_decide_as_their_comments_say() {
         .collect();
     let r = rules(&toml);
     assert_eq!(r.len(), 5, "{toml}");
-    assert_eq!(decide(&r, &req("pos.site.lan", "/static/app.js"), None).1, Verdict::Bypass);
+    assert_eq!(
+        decide(&r, &req("pos.site.lan", "/static/app.js"), None).1,
+        Verdict::Bypass
+    );
     assert_eq!(
         decide(&r, &req("pos.site.lan", "/").ip("192.168.50.3"), None),
         (Some(1), Verdict::Deny)
     );
     let till = user("t").client_roles(&["pos:till"]);
-    assert_eq!(decide(&r, &req("pos.site.lan", "/"), Some(&till)), (Some(2), Verdict::Allow));
+    assert_eq!(
+        decide(&r, &req("pos.site.lan", "/"), Some(&till)),
+        (Some(2), Verdict::Allow)
+    );
     let admin = user("a").groups(&["/it/admins", "/it/on-call"]);
-    assert_eq!(decide(&r, &req("wiki.site.lan", "/admin"), Some(&admin)).1, Verdict::Allow);
+    assert_eq!(
+        decide(&r, &req("wiki.site.lan", "/admin"), Some(&admin)).1,
+        Verdict::Allow
+    );
     let half = user("a").groups(&["/it/admins"]);
-    assert_eq!(decide(&r, &req("wiki.site.lan", "/admin"), Some(&half)).1, Verdict::Deny);
+    assert_eq!(
+        decide(&r, &req("wiki.site.lan", "/admin"), Some(&half)).1,
+        Verdict::Deny
+    );
     assert_eq!(
         decide(&r, &req("wiki.site.lan", "/history/12/edit"), Some(&admin)),
         (Some(4), Verdict::Deny)
@@ -863,4 +875,41 @@ fn the_reference_config_examples_parse_and_decide_as_their_comments_say() {
         decide(&r, &req("wiki.site.lan", "/history/12"), Some(&half)),
         (None, Verdict::Allow)
     );
+}
+
+/// Many paths built from the pieces attacks are made of: normalising never panics, a reading
+/// is already normal (normalising it again changes nothing), and no reading climbs out of `/`.
+#[test]
+fn normalisation_is_total_and_idempotent() {
+    const PIECES: &[&str] = &[
+        "/", "..", ".", "%2e", "%2E%2e", "%2F", "%2f", "\\", "%5c", ";", ";x=1", "a", "admin",
+        "public", "%", "%0", "%00", "%0a", "%c3%a9", "%ff", "//", "?", "#", "é", "%41",
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % n
+    };
+    for _ in 0..20_000 {
+        let mut p = String::from(if next(8) == 0 { "" } else { "/" });
+        for _ in 0..next(9) {
+            p.push_str(PIECES[next(PIECES.len())]);
+        }
+        let Ok(readings) = path::readings(&p) else {
+            continue;
+        };
+        assert!(matches!(readings.len(), 1 | 2), "{p:?}");
+        for r in &readings {
+            assert!(r.starts_with('/'), "{p:?} -> {r:?}");
+            assert!(
+                !r.contains("//") && !r.split('/').any(|s| s == "." || s == ".."),
+                "{p:?} -> {r:?}"
+            );
+            if !r.contains(['%', '\\', ';']) {
+                assert_eq!(path::readings(r).unwrap(), [r.clone()], "{p:?} -> {r:?}");
+            }
+        }
+    }
 }
