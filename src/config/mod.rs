@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod access;
 pub mod bearer;
 mod url;
 pub(crate) mod validate;
@@ -76,6 +77,8 @@ pub struct Config {
     pub backup: BackupConfig,
     pub web: web::WebConfig,
     pub bearer: bearer::BearerConfig,
+    /// Access rules for forward-auth (`crate::access` matches them).
+    pub access: access::AccessConfig,
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Where this config came from (a file path, or the embedded defaults); for messages.
     #[serde(skip)]

@@ -312,6 +312,9 @@ impl Config {
                 format!("{a:?}: a client id must not be empty"),
             ));
         }
+        if let Err((key, why)) = self.access.check() {
+            return Err(err(&key, why));
+        }
         for name in self.tenants.keys() {
             if let Err(why) = crate::domain::validate_tenant(name) {
                 return Err(err(&format!("tenants.{name}"), why));
