@@ -194,19 +194,42 @@ pub async fn password(
     }
 }
 
-/// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal holding
-/// `server.operator_role`.
-fn is_operator(app: &App, from: Origin, credential: Option<&Credential>) -> Result<bool, ApiError> {
+/// Whether a request may see operator views (`GET /api/v1/status`, `/metrics`, the /status
+/// page): the one home of that rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAccess {
+    /// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal
+    /// holding `server.operator_role`.
+    Granted,
+    /// Nobody is signed in: signing in as an operator would help.
+    SignIn,
+    /// Signed in, without the operator role.
+    Refused,
+}
+
+pub fn operator_access(
+    app: &App,
+    from: Origin,
+    credential: Option<&Credential>,
+) -> Result<OperatorAccess, ApiError> {
     if from.local {
-        return Ok(true);
+        return Ok(OperatorAccess::Granted);
     }
     if credential.is_none() {
-        return Ok(false);
+        return Ok(OperatorAccess::SignIn);
     }
-    Ok(app
-        .auth
-        .identify(credential)?
-        .has_role(&app.config.server.operator_role))
+    let principal = app.auth.identify(credential)?;
+    Ok(if principal.has_role(&app.config.server.operator_role) {
+        OperatorAccess::Granted
+    } else if principal.subject().is_some() {
+        OperatorAccess::Refused
+    } else {
+        OperatorAccess::SignIn
+    })
+}
+
+fn is_operator(app: &App, from: Origin, credential: Option<&Credential>) -> Result<bool, ApiError> {
+    Ok(operator_access(app, from, credential)? == OperatorAccess::Granted)
 }
 
 fn forbidden() -> ApiError {
