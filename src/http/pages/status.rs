@@ -32,10 +32,10 @@ struct StatusPage<'a> {
     mode_says: &'static str,
     since: Option<String>,
     now: String,
-    rows_keycloak: Vec<(&'static str, String)>,
-    rows_sync: Vec<(&'static str, String)>,
-    rows_sessions: Vec<(&'static str, String)>,
-    rows_appliance: Vec<(&'static str, String)>,
+    rows_keycloak: Rows,
+    rows_sync: Rows,
+    rows_sessions: Rows,
+    rows_appliance: Rows,
     alerts: Vec<AlertRow<'a>>,
 }
 
@@ -97,97 +97,10 @@ pub async fn page(
     html(StatusCode::OK, &view(&site, &report, now))
 }
 
+type Rows = Vec<(&'static str, String)>;
+
 fn view<'a>(site: &'a Site, r: &'a StatusReport, now: u64) -> StatusPage<'a> {
-    let k = &r.keycloak;
-    let disabled = k.status == "disabled";
-    let (mode, mode_says) = match r.mode.as_str() {
-        "offline" => (
-            "offline",
-            "Central sign-in (Keycloak) is unreachable: staff sign in with the credentials this site holds.",
-        ),
-        "degraded" => (
-            "degraded",
-            "Central sign-in (Keycloak) answers unreliably: sign-ins ask it first and fall back to this site's credentials.",
-        ),
-        _ if disabled => (
-            "normal",
-            "No central sign-in is configured: local users only.",
-        ),
-        _ => (
-            "normal",
-            "Central sign-in (Keycloak) answers: sign-ins are checked there.",
-        ),
-    };
-    let since = match mode {
-        "offline" => k
-            .offline_since
-            .as_deref()
-            .or(k.circuit.as_ref().and_then(|c| c.opened_at.as_deref()))
-            .map(|t| format!("since {}", when(t, now))),
-        "degraded" => k
-            .circuit
-            .as_ref()
-            .and_then(|c| c.opened_at.as_deref())
-            .map(|t| format!("circuit opened {}", when(t, now))),
-        _ if disabled => Some(format!("up since {}", when(&r.started_at, now))),
-        _ => k
-            .last_success
-            .as_deref()
-            .map(|t| format!("Keycloak last answered {}", when(t, now))),
-    };
-    let opt = |t: &Option<String>| {
-        t.as_deref()
-            .map_or_else(|| "never".to_owned(), |t| when(t, now))
-    };
-    let mut rows_keycloak = vec![("Keycloak", k.status.clone())];
-    if !disabled {
-        rows_keycloak.push(("Last check", opt(&k.last_check)));
-        rows_keycloak.push(("Last answer", opt(&k.last_success)));
-        if let Some(t) = &k.offline_since {
-            rows_keycloak.push(("Unreachable since", when(t, now)));
-        }
-        if let Some(c) = &k.circuit {
-            let mut circuit = format!("{} ({} failed calls)", c.state, c.failure_count);
-            if let Some(t) = &c.opened_at {
-                circuit.push_str(&format!(", opened {}", when(t, now)));
-            }
-            rows_keycloak.push(("Circuit", circuit));
-        }
-    }
-    let s = &r.sync;
-    let rows_sync = vec![
-        ("Waiting", s.pending.to_string()),
-        ("Failed, will retry", s.failed.to_string()),
-        ("Dead (gave up)", s.dead.to_string()),
-        ("Last cycle", opt(&s.last_cycle)),
-    ];
-    let n = &r.sessions;
-    let rows_sessions = vec![
-        ("Active", n.active.to_string()),
-        ("Checked by Keycloak", n.keycloak.to_string()),
-        ("From the token cache", n.cached.to_string()),
-        ("Local credentials", n.local.to_string()),
-        ("Ending within the hour", n.expiring_soon.to_string()),
-    ];
-    let rows_appliance = vec![
-        ("Version", r.version.clone()),
-        ("Started", when(&r.started_at, now)),
-        ("Users", r.users.to_string()),
-        (
-            "Storage",
-            match &r.storage.since {
-                Some(t) => format!("{} since {}", r.storage.status, when(t, now)),
-                None => r.storage.status.clone(),
-            },
-        ),
-        (
-            "Last snapshot",
-            r.backup
-                .last_snapshot
-                .as_ref()
-                .map_or_else(|| "none".to_owned(), |s| when(&s.at, now)),
-        ),
-    ];
+    let (mode, mode_says, since) = mode_line(r, now);
     let alerts = r
         .alerts
         .iter()
@@ -210,12 +123,113 @@ fn view<'a>(site: &'a Site, r: &'a StatusReport, now: u64) -> StatusPage<'a> {
         mode_says,
         since,
         now: crate::clock::rfc3339(now),
-        rows_keycloak,
-        rows_sync,
-        rows_sessions,
-        rows_appliance,
+        rows_keycloak: keycloak_rows(r, now),
+        rows_sync: sync_rows(r, now),
+        rows_sessions: session_rows(r),
+        rows_appliance: appliance_rows(r, now),
         alerts,
     }
+}
+
+/// The mode (its CSS class and word), what it means for sign-ins, and since when.
+fn mode_line(r: &StatusReport, now: u64) -> (&'static str, &'static str, Option<String>) {
+    let k = &r.keycloak;
+    let opened = k.circuit.as_ref().and_then(|c| c.opened_at.as_deref());
+    match r.mode.as_str() {
+        "offline" => (
+            "offline",
+            "Central sign-in (Keycloak) is unreachable: staff sign in with the credentials this site holds.",
+            k.offline_since
+                .as_deref()
+                .or(opened)
+                .map(|t| format!("Since {}", when(t, now))),
+        ),
+        "degraded" => (
+            "degraded",
+            "Central sign-in (Keycloak) answers unreliably: sign-ins ask it first and fall back to this site's credentials.",
+            opened.map(|t| format!("Circuit opened {}", when(t, now))),
+        ),
+        _ if k.status == "disabled" => (
+            "normal",
+            "No central sign-in is configured: local users only.",
+            Some(format!("Up since {}", when(&r.started_at, now))),
+        ),
+        _ => (
+            "normal",
+            "Central sign-in (Keycloak) answers: sign-ins are checked there.",
+            k.last_success
+                .as_deref()
+                .map(|t| format!("Keycloak last answered {}", when(t, now))),
+        ),
+    }
+}
+
+fn when_or_never(t: Option<&str>, now: u64) -> String {
+    t.map_or_else(|| "never".to_owned(), |t| when(t, now))
+}
+
+fn keycloak_rows(r: &StatusReport, now: u64) -> Rows {
+    let k = &r.keycloak;
+    let mut rows = vec![("Keycloak", k.status.clone())];
+    if k.status == "disabled" {
+        return rows;
+    }
+    rows.push(("Last check", when_or_never(k.last_check.as_deref(), now)));
+    rows.push(("Last answer", when_or_never(k.last_success.as_deref(), now)));
+    if let Some(t) = &k.offline_since {
+        rows.push(("Unreachable since", when(t, now)));
+    }
+    if let Some(c) = &k.circuit {
+        let mut circuit = format!("{} ({} failed calls)", c.state, c.failure_count);
+        if let Some(t) = &c.opened_at {
+            circuit.push_str(&format!(", opened {}", when(t, now)));
+        }
+        rows.push(("Circuit", circuit));
+    }
+    rows
+}
+
+fn sync_rows(r: &StatusReport, now: u64) -> Rows {
+    let s = &r.sync;
+    vec![
+        ("Waiting", s.pending.to_string()),
+        ("Failed, will retry", s.failed.to_string()),
+        ("Dead (gave up)", s.dead.to_string()),
+        ("Last cycle", when_or_never(s.last_cycle.as_deref(), now)),
+    ]
+}
+
+fn session_rows(r: &StatusReport) -> Rows {
+    let n = &r.sessions;
+    vec![
+        ("Active", n.active.to_string()),
+        ("Checked by Keycloak", n.keycloak.to_string()),
+        ("From the token cache", n.cached.to_string()),
+        ("Local credentials", n.local.to_string()),
+        ("Ending within the hour", n.expiring_soon.to_string()),
+    ]
+}
+
+fn appliance_rows(r: &StatusReport, now: u64) -> Rows {
+    vec![
+        ("Version", r.version.clone()),
+        ("Started", when(&r.started_at, now)),
+        ("Users", r.users.to_string()),
+        (
+            "Storage",
+            match &r.storage.since {
+                Some(t) => format!("{} since {}", r.storage.status, when(t, now)),
+                None => r.storage.status.clone(),
+            },
+        ),
+        (
+            "Last snapshot",
+            r.backup
+                .last_snapshot
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |s| when(&s.at, now)),
+        ),
+    ]
 }
 
 /// An RFC 3339 time of the report with how long ago it was: `2026-11-29T02:14:00Z (48 min ago)`.
