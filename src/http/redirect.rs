@@ -175,6 +175,10 @@ mod tests {
         );
         // Non-ASCII is percent-encoded by the serializer, never sent raw.
         assert_eq!(ok("/caf\u{e9}"), "/caf%C3%A9");
+        assert_eq!(
+            ok("https://pos.site.lan/caf\u{e9}"),
+            "https://pos.site.lan/caf%C3%A9"
+        );
     }
 
     #[test]
