@@ -103,8 +103,35 @@ def wrk(url, headers, seconds):
     p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": p50, "p99": p99, "bad": int(bad.group(1)) if bad else 0,
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "requests": requests, "p50": p50, "p99": p99, "bad": int(bad.group(1)) if bad else 0,
             "errors": errors.group(1) if errors else ""}
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of these processes and their children's live threads."""
+    total = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return total
+
+
+def with_children(pid):
+    """pid and the processes it started (nginx's workers)."""
+    out = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
 
 
 def to_ms(s):
@@ -149,7 +176,7 @@ def start_edgeauth(procs, d, kc, bin_):
     port = free_port()
     cfg = os.path.join(d, "edgeauth.toml")
     text = (f'[server]\nlisten = "127.0.0.1:{port}"\ndata_dir = "{d}/edgeauth-data"\n'
-            'trusted_proxies = ["127.0.0.1/32"]\n')
+            'trusted_proxies = ["127.0.0.1/32"]\npublic_metrics = true\n')
     if kc:
         secret = os.path.join(d, "kc-secret")
         with open(secret, "w") as f:
@@ -184,7 +211,14 @@ def start_edgeauth(procs, d, kc, bin_):
         path, extra = "/api/v1/session", []
     log(f"load: edgeauth {bin_} on {base}, endpoint {path}")
     return {"base": base, "url": base + path, "path": path, "sid": sid, "extra": extra,
-            "log": os.path.join(d, "edgeauth.log"), "proc": p}
+            "log": os.path.join(d, "edgeauth.log"), "pid": p.pid}
+
+
+def store_commits(ea):
+    """edgeauth_store_commits_total, or None on a build without it."""
+    s, _, b = http(f"{ea['base']}/metrics")
+    m = re.search(rb"^edgeauth_store_commits_total (\d+)", b, re.M) if s == 200 else None
+    return int(m.group(1)) if m else None
 
 
 def hdict(lines):
@@ -205,7 +239,7 @@ def start_oauth2_proxy(procs, d, kc, bin_):
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/ping", ok=lambda s: s == 200, proc=p)
     log(f"load: oauth2-proxy {bin_} on {base}")
-    return {"base": base, "url": f"{base}/oauth2/auth", "secret": secret}
+    return {"base": base, "url": f"{base}/oauth2/auth", "secret": secret, "pid": p.pid}
 
 
 def o2p_cookie(o2p, tokens):
@@ -284,7 +318,7 @@ def start_authelia(procs, d, bin_):
     app = ["X-Forwarded-Method: GET", "X-Forwarded-Proto: https", "X-Forwarded-Host: app.site.test",
            "X-Forwarded-URI: /", "X-Forwarded-For: 127.0.0.1", f"Cookie: {cookie}"]
     log(f"load: Authelia {bin_} on {base}")
-    return {"url": f"{base}/api/authz/forward-auth", "headers": app}
+    return {"url": f"{base}/api/authz/forward-auth", "headers": app, "pid": p.pid}
 
 
 NGINX_CONF = """
@@ -342,7 +376,8 @@ def start_nginx(procs, d, ea, bin_):
     if s != 200:
         raise SystemExit(f"load: nginx + edgeauth answered {s}")
     log(f"load: nginx {bin_}: alone on {alone}, with edgeauth on {guarded}")
-    return {"alone": f"http://127.0.0.1:{alone}/", "guarded": f"http://127.0.0.1:{guarded}/"}
+    return {"alone": f"http://127.0.0.1:{alone}/", "guarded": f"http://127.0.0.1:{guarded}/",
+            "pid": p.pid}
 
 
 # ---------------------------------------------------------------- main
@@ -363,9 +398,10 @@ def main():
         ea = start_edgeauth(procs, d, kc, os.environ["EDGEAUTH_BIN"])
         cookie = f"Cookie: edgeauth_session={ea['sid']}"
         # name -> (url, function giving the headers for this round)
+        eap = lambda: [ea["pid"]]
         targets = {
-            "edgeauth cookie": (ea["url"], lambda t: ea["extra"] + [cookie]),
-            "edgeauth eas_ bearer": (ea["url"], lambda t: ea["extra"] + [f"Authorization: Bearer {ea['sid']}"]),
+            "edgeauth cookie": (ea["url"], lambda t: ea["extra"] + [cookie], eap),
+            "edgeauth eas_ bearer": (ea["url"], lambda t: ea["extra"] + [f"Authorization: Bearer {ea['sid']}"], eap),
         }
         skipped = []
         tokens = kc_tokens(kc) if kc else None
@@ -373,24 +409,26 @@ def main():
             jwt = [f"Authorization: Bearer {tokens['access_token']}"]
             if http(ea["url"], headers=hdict(ea["extra"] + jwt))[0] == 200:
                 targets["edgeauth Keycloak JWT"] = (
-                    ea["url"], lambda t: ea["extra"] + [f"Authorization: Bearer {t['access_token']}"])
+                    ea["url"], lambda t: ea["extra"] + [f"Authorization: Bearer {t['access_token']}"], eap)
             else:
                 skipped.append("edgeauth Keycloak JWT (this build does not take JWT bearers)")
         else:
             skipped.append("Keycloak targets (no Keycloak: eval \"$(scripts/keycloak.sh env)\")")
         if kc and os.environ.get("OAUTH2_PROXY_BIN"):
             o2p = start_oauth2_proxy(procs, d, kc, os.environ["OAUTH2_PROXY_BIN"])
-            targets["oauth2-proxy cookie"] = (o2p["url"], lambda t: [f"Cookie: {o2p_cookie(o2p, t)}"])
-            targets["oauth2-proxy JWT"] = (o2p["url"], lambda t: [f"Authorization: Bearer {t['access_token']}"])
+            op = lambda: [o2p["pid"]]
+            targets["oauth2-proxy cookie"] = (o2p["url"], lambda t: [f"Cookie: {o2p_cookie(o2p, t)}"], op)
+            targets["oauth2-proxy JWT"] = (o2p["url"], lambda t: [f"Authorization: Bearer {t['access_token']}"], op)
         elif kc:
             skipped.append("oauth2-proxy (OAUTH2_PROXY_BIN not set)")
         if os.environ.get("AUTHELIA_BIN"):
             au = start_authelia(procs, d, os.environ["AUTHELIA_BIN"])
-            targets["Authelia cookie"] = (au["url"], lambda t: au["headers"])
+            targets["Authelia cookie"] = (au["url"], lambda t: au["headers"], lambda: [au["pid"]])
         if args.nginx and os.environ.get("NGINX_BIN"):
             ng = start_nginx(procs, d, ea, os.environ["NGINX_BIN"])
-            targets["nginx alone -> app"] = (ng["alone"], lambda t: [cookie])
-            targets["nginx + edgeauth -> app"] = (ng["guarded"], lambda t: [cookie])
+            targets["nginx alone -> app"] = (ng["alone"], lambda t: [cookie], lambda: with_children(ng["pid"]))
+            targets["nginx + edgeauth -> app"] = (
+                ng["guarded"], lambda t: [cookie], lambda: with_children(ng["pid"]) + [ea["pid"]])
         elif args.nginx:
             skipped.append("nginx (NGINX_BIN not set)")
 
@@ -400,29 +438,44 @@ def main():
         for r in range(args.rounds):
             if kc:
                 tokens = kc_tokens(kc)  # Keycloak's tokens live 5 minutes: fresh ones each round
-            for name, (url, headers) in targets.items():
+            for name, (url, headers, pids) in targets.items():
                 h = headers(tokens)
                 s = http(url, headers=hdict(h))[0]
                 if s is None or not 200 <= s < 300:
                     raise SystemExit(f"load: {name}: {url} answered {s} before the run")
+                c0 = store_commits(ea) if name.startswith("edgeauth") else None
+                watched = pids()
+                cpu0 = cpu_seconds(watched)
                 res = wrk(url, h, args.seconds)
+                # CPU the server(s) spent per request: steadier than req/s on a shared box.
+                res["cpu_us"] = (cpu_seconds(watched) - cpu0) * 1e6 / max(1, res["requests"])
+                if c0 is not None:
+                    # Design rule 8: forward-auth only reads. The activity flush (one commit
+                    # every 10 s for all sessions) is the only writer during a run.
+                    res["commits"] = store_commits(ea) - c0
                 if res["bad"] or res["errors"]:
                     raise SystemExit(f"load: {name}: {res['bad']} answers not 2xx, socket errors "
                                      f"{res['errors'] or 'none'}: its figure would mean nothing")
                 results[name].append(res)
                 log(f"  round {r + 1} {name:26} {res['rps']:>9.0f} req/s  p50 {res['p50']:.3f} ms"
-                    f"  p99 {res['p99']:.3f} ms")
+                    f"  p99 {res['p99']:.3f} ms  server CPU {res['cpu_us']:.1f} µs/req")
 
         summary = {}
         print(f"\nwrk -t{THREADS} -c{CONNS} --latency, {args.rounds} interleaved rounds x {args.seconds}s; "
               f"medians over rounds; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        print(f"| target | req/s | p50 ms | p99 ms | req/s range |")
-        print(f"|---|---|---|---|---|")
+        print("| target | req/s | p50 ms | p99 ms | server CPU µs/req | req/s range |")
+        print("|---|---|---|---|---|---|")
         for name, rs in results.items():
-            m = {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99")}
+            m = {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "cpu_us")}
             lo, hi = min(x["rps"] for x in rs), max(x["rps"] for x in rs)
             summary[name] = dict(m, rps_min=lo, rps_max=hi, runs=rs)
-            print(f"| {name} | {m['rps']:,.0f} | {m['p50']:.3f} | {m['p99']:.3f} | {lo:,.0f}–{hi:,.0f} |")
+            print(f"| {name} | {m['rps']:,.0f} | {m['p50']:.3f} | {m['p99']:.3f} | {m['cpu_us']:.1f} "
+                  f"| {lo:,.0f}–{hi:,.0f} |")
+        runs = [x for name, rs in results.items() for x in rs if "commits" in x]
+        if runs:
+            n = sum(x["rps"] * args.seconds for x in runs)
+            print(f"\nedgeauth store commits during {n:,.0f} forward-auth requests: "
+                  f"{sum(x['commits'] for x in runs)} (the 10 s activity flush; none per request)")
         if "nginx alone -> app" in summary:
             a, g = summary["nginx alone -> app"], summary["nginx + edgeauth -> app"]
             print(f"\nnginx + edgeauth adds {1000 * (g['p50'] - a['p50']):.0f} µs at p50 and "
