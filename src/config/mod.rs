@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod access;
+pub mod bearer;
 mod url;
 pub(crate) mod validate;
 pub mod web;
@@ -75,6 +76,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub backup: BackupConfig,
     pub web: web::WebConfig,
+    pub bearer: bearer::BearerConfig,
     /// Access rules for forward-auth (`crate::access` matches them).
     pub access: access::AccessConfig,
     pub tenants: BTreeMap<String, TenantConfig>,
@@ -530,9 +532,13 @@ impl Config {
         if let Some(p) = self.backup.dir.as_mut() {
             fix(p);
         }
-        for p in [&mut self.server.tls_cert, &mut self.server.tls_key]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.server.tls_cert,
+            &mut self.server.tls_key,
+            &mut self.web.logo,
+        ]
+        .into_iter()
+        .flatten()
         {
             fix(p);
         }

@@ -15,8 +15,9 @@ use crate::app::App;
 use crate::auth::Client;
 use crate::auth::login::LoginRequest;
 use crate::auth::password::PasswordRequest;
-use crate::auth::principal::{Credential, Principal};
+use crate::auth::principal::{Credential, Principal, Via};
 use crate::clock::rfc3339;
+use crate::domain::AuthMode;
 use crate::logsafe::clean;
 use crate::store::users::UserRecord;
 
@@ -112,17 +113,45 @@ pub async fn session(
     State(app): State<Arc<App>>,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    Ok(match app.auth.identify(credential.as_ref())? {
+    Ok(match app.auth.identify(credential.as_ref()).await? {
         Principal::Session(v) => {
             app.metrics.validation("valid");
             let body = json!({
                 "valid": true,
                 "mode": v.mode,
+                "via": Via::Session.as_str(),
                 "expires_at": rfc3339(v.ends_at),
                 "user": user_json(&v.user),
                 "warning": v.warning,
             });
             (StatusCode::OK, Json(body)).into_response()
+        }
+        Principal::Token(t) => {
+            // A Keycloak access token: Keycloak verified the user (auth_mode keycloak), until
+            // the token's exp; the user is what the token says, not a stored record.
+            app.metrics.validation("valid");
+            let body = json!({
+                "valid": true,
+                "mode": AuthMode::Keycloak,
+                "via": Via::KeycloakToken.as_str(),
+                "expires_at": rfc3339(t.expires_at),
+                "user": {
+                    "username": t.username,
+                    "tenant": t.tenant.as_str(),
+                    "source": "keycloak",
+                    "roles": t.roles,
+                    "groups": t.groups,
+                    "client_roles": t.client_roles,
+                    "name": t.name,
+                    "email": t.email,
+                },
+                "client": t.client,
+                "warning": null,
+            });
+            with_note(
+                (StatusCode::OK, Json(body)).into_response(),
+                format!("user={} via=keycloak_token", clean(&t.username)),
+            )
         }
         other => {
             let reason = match other {
@@ -194,19 +223,46 @@ pub async fn password(
     }
 }
 
-/// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal holding
-/// `server.operator_role`.
-fn is_operator(app: &App, from: Origin, credential: Option<&Credential>) -> Result<bool, ApiError> {
+/// Whether a request may see operator views (`GET /api/v1/status`, `/metrics`, the /status
+/// page): the one home of that rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAccess {
+    /// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal
+    /// holding `server.operator_role`.
+    Granted,
+    /// Nobody is signed in: signing in as an operator would help.
+    SignIn,
+    /// Signed in, without the operator role.
+    Refused,
+}
+
+pub async fn operator_access(
+    app: &App,
+    from: Origin,
+    credential: Option<&Credential>,
+) -> Result<OperatorAccess, ApiError> {
     if from.local {
-        return Ok(true);
+        return Ok(OperatorAccess::Granted);
     }
     if credential.is_none() {
-        return Ok(false);
+        return Ok(OperatorAccess::SignIn);
     }
-    Ok(app
-        .auth
-        .identify(credential)?
-        .has_role(&app.config.server.operator_role))
+    let principal = app.auth.identify(credential).await?;
+    Ok(if principal.has_role(&app.config.server.operator_role) {
+        OperatorAccess::Granted
+    } else if principal.subject().is_some() {
+        OperatorAccess::Refused
+    } else {
+        OperatorAccess::SignIn
+    })
+}
+
+async fn is_operator(
+    app: &App,
+    from: Origin,
+    credential: Option<&Credential>,
+) -> Result<bool, ApiError> {
+    Ok(operator_access(app, from, credential).await? == OperatorAccess::Granted)
 }
 
 fn forbidden() -> ApiError {
@@ -222,7 +278,7 @@ pub async fn status(
     ClientAddr(from): ClientAddr,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    if !is_operator(&app, from, credential.as_ref())? {
+    if !is_operator(&app, from, credential.as_ref()).await? {
         return Err(forbidden());
     }
     let a = app.clone();
@@ -237,7 +293,7 @@ pub async fn metrics(
     ClientAddr(from): ClientAddr,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    if !app.config.server.public_metrics && !is_operator(&app, from, credential.as_ref())? {
+    if !app.config.server.public_metrics && !is_operator(&app, from, credential.as_ref()).await? {
         return Err(forbidden());
     }
     let mut res = app
