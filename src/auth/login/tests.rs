@@ -502,7 +502,7 @@ async fn identify_never_writes_to_the_store() {
     let mut valid = 0;
     for _ in 0..500 {
         for c in &presented {
-            if let Principal::Session(_) = h.auth.identify(c.as_ref()).unwrap() {
+            if let Principal::Session(_) = h.auth.identify(c.as_ref()).await.unwrap() {
                 valid += 1;
             }
         }
@@ -521,10 +521,10 @@ async fn identify_never_writes_to_the_store() {
     }
     assert_eq!(h.upstream.status(), KeycloakStatus::Offline);
     let before = h.store.commits();
-    let r = h.auth.identify(presented[0].as_ref()).unwrap();
+    let r = h.auth.identify(presented[0].as_ref()).await.unwrap();
     assert!(matches!(r, Principal::Session(ref v) if v.mode == AuthMode::Cached));
     for c in &presented {
-        h.auth.identify(c.as_ref()).unwrap();
+        h.auth.identify(c.as_ref()).await.unwrap();
     }
     assert_eq!(h.store.commits(), before, "an offline session check wrote");
     // The counter does count: a sign-out is one commit at least.
