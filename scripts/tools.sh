@@ -3,7 +3,8 @@
 #
 #   scripts/tools.sh            install what is missing (idempotent; prints what it did)
 #   scripts/tools.sh env        print export lines for the tests (EDGEAUTH_NGINX, EDGEAUTH_CADDY,
-#                               EDGEAUTH_CHROMIUM); exit 1 naming what is missing, install nothing
+#                               EDGEAUTH_CHROMIUM) of what is there; exit 1 naming what is
+#                               missing; installs nothing
 #
 # - nginx: Debian's nginx-light (it has the auth_request module), run by the tests as an
 #   unprivileged process with its own prefix, config and loopback ports.
@@ -36,16 +37,13 @@ caddy_ok() { [[ -x $CADDY ]] && "$CADDY" version >/dev/null 2>&1; }
 
 cmd_env() {
     local missing=()
-    nginx_ok || missing+=("nginx with auth_request ($NGINX)")
-    chromium_ok || missing+=("chromium ($CHROMIUM)")
-    caddy_ok || missing+=("caddy $CADDY_VERSION ($CADDY)")
+    if nginx_ok; then echo "export EDGEAUTH_NGINX=$NGINX"; else missing+=("nginx with auth_request ($NGINX)"); fi
+    if chromium_ok; then echo "export EDGEAUTH_CHROMIUM=$CHROMIUM"; else missing+=("chromium ($CHROMIUM)"); fi
+    if caddy_ok; then echo "export EDGEAUTH_CADDY=$CADDY"; else missing+=("caddy $CADDY_VERSION ($CADDY)"); fi
     if ((${#missing[@]})); then
         log "missing: ${missing[*]}; scripts/tools.sh installs them"
         exit 1
     fi
-    printf 'export EDGEAUTH_NGINX=%s\n' "$NGINX"
-    printf 'export EDGEAUTH_CHROMIUM=%s\n' "$CHROMIUM"
-    printf 'export EDGEAUTH_CADDY=%s\n' "$CADDY"
 }
 
 install_debian() {

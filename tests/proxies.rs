@@ -11,7 +11,7 @@
 mod support;
 
 use support::echo_app::EchoApp;
-use support::proxies::{Answer, Proxy, get, snippet, tools};
+use support::proxies::{Answer, Proxy, get, snippet};
 use support::{Appliance, free_port};
 
 const POS: &str = "pos.site.lan";
@@ -57,7 +57,6 @@ struct Site {
 
 impl Site {
     fn start(kind: Kind) -> Site {
-        let _ = tools();
         let port = free_port();
         let mut a = Appliance::new(&site_config(port));
         a.add_user("alice", "alice-password-1", &["--role", "staff"]);

@@ -15,51 +15,53 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Where the tools are (`scripts/tools.sh env`).
-pub struct Tools {
-    pub nginx: PathBuf,
-    pub caddy: PathBuf,
-    pub chromium: PathBuf,
+/// What `scripts/tools.sh env` said: its export lines, and its complaint when something is
+/// missing.
+struct Found {
+    exports: String,
+    missing: String,
 }
 
-static TOOLS: OnceLock<Result<Tools, String>> = OnceLock::new();
+static FOUND: OnceLock<Found> = OnceLock::new();
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn find_tools() -> Result<Tools, String> {
-    let out = Command::new(repo_root().join("scripts/tools.sh"))
-        .arg("env")
-        .output()
-        .map_err(|e| format!("cannot run scripts/tools.sh: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let get = |k: &str| {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .map(PathBuf::from)
-            .ok_or_else(|| format!("{k} missing from scripts/tools.sh env:\n{text}"))
-    };
-    Ok(Tools {
-        nginx: get("EDGEAUTH_NGINX")?,
-        caddy: get("EDGEAUTH_CADDY")?,
-        chromium: get("EDGEAUTH_CHROMIUM")?,
+fn found() -> &'static Found {
+    FOUND.get_or_init(|| {
+        match Command::new(repo_root().join("scripts/tools.sh"))
+            .arg("env")
+            .output()
+        {
+            Ok(out) => Found {
+                exports: String::from_utf8_lossy(&out.stdout).into_owned(),
+                missing: String::from_utf8_lossy(&out.stderr).into_owned(),
+            },
+            Err(e) => Found {
+                exports: String::new(),
+                missing: format!("cannot run scripts/tools.sh: {e}"),
+            },
+        }
     })
 }
 
-/// The installed tools; fails the test, naming what is missing, when they are not there.
-pub fn tools() -> &'static Tools {
-    match TOOLS.get_or_init(find_tools) {
-        Ok(t) => t,
-        Err(e) => panic!(
-            "the real nginx, Caddy and Chromium are not installed, so these tests fail \
-             (run scripts/tools.sh, as scripts/test.sh does):\n{e}"
-        ),
-    }
+/// The path of one tool (`EDGEAUTH_NGINX`, `EDGEAUTH_CADDY`, `EDGEAUTH_CHROMIUM`); fails the
+/// test, naming what is missing, when it is not installed.
+pub fn tool(var: &str) -> PathBuf {
+    let f = found();
+    f.exports
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .find_map(|l| l.strip_prefix(var)?.strip_prefix('='))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "{var}: the real nginx, Caddy and Chromium are not all installed, so this test \
+                 fails (run scripts/tools.sh, as scripts/test.sh does):\n{}",
+                f.missing
+            )
+        })
 }
 
 /// A proxy config snippet (`path` under the repository) with each `(placeholder, value)`
@@ -139,10 +141,10 @@ impl Proxy {
                 "--clear-groups",
                 "--",
             ])
-            .arg(&tools().nginx);
+            .arg(tool("EDGEAUTH_NGINX"));
             c
         } else {
-            Command::new(&tools().nginx)
+            Command::new(tool("EDGEAUTH_NGINX"))
         };
         let child = cmd
             .args(["-p", &p, "-c", &format!("{p}/nginx.conf"), "-e"])
@@ -175,7 +177,7 @@ impl Proxy {
         std::fs::write(&file, conf).unwrap();
         let log = dir.path().join("caddy.log");
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&tools().caddy)
+        let child = Command::new(tool("EDGEAUTH_CADDY"))
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&file)
             .env("HOME", dir.path())
