@@ -69,7 +69,7 @@ install_debian() {
 
 install_caddy() {
     if caddy_ok; then
-        log "caddy: $("$CADDY" version | awk '{print $1}') cached in $CADDY_DIR"
+        log "caddy: $CADDY_VERSION cached in $CADDY_DIR"
         return 0
     fi
     command -v go >/dev/null || die "go not found (needed once to build Caddy)"
@@ -82,10 +82,11 @@ install_caddy() {
         rm -rf "$tmp"
         die "go install of Caddy $CADDY_VERSION failed"
     fi
+    chmod 755 "$tmp"
     rm -rf "$CADDY_DIR"
     mv "$tmp" "$CADDY_DIR"
     caddy_ok || die "$CADDY does not run"
-    log "caddy: $("$CADDY" version | awk '{print $1}') built in $((SECONDS - started)) s, cached in $CADDY_DIR"
+    log "caddy: $CADDY_VERSION built in $((SECONDS - started)) s, cached in $CADDY_DIR"
 }
 
 case ${1:-install} in
