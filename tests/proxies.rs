@@ -11,35 +11,8 @@
 mod support;
 
 use support::echo_app::EchoApp;
-use support::proxies::{Answer, Proxy, get, snippet};
+use support::proxies::{AUTH, Answer, POS, Proxy, WIKI, get, nginx_site, site_config, snippet};
 use support::{Appliance, free_port};
-
-const POS: &str = "pos.site.lan";
-const WIKI: &str = "wiki.site.lan";
-const AUTH: &str = "auth.site.lan";
-
-/// The config of the site: cookies for `site.lan`, the proxy on loopback trusted, the login
-/// page at auth.site.lan through the proxy; health checks bypass, a network rule that a
-/// forged `X-Forwarded-For` must not reach, and the wiki only for `staff`.
-fn site_config(proxy_port: u16) -> String {
-    format!(
-        r#"
-[server]
-trusted_proxies = ["127.0.0.1/32"]
-[web]
-public_url = "http://{AUTH}:{proxy_port}"
-cookie_domain = "site.lan"
-site_name = "Test site"
-[access]
-default_policy = "signed_in"
-rules = [
-  {{ hosts = ["{POS}", "{WIKI}"], paths = ["/health"], policy = "bypass" }},
-  {{ hosts = ["{POS}"], networks = ["10.9.9.0/24"], policy = "bypass" }},
-  {{ hosts = ["{WIKI}"], policy = "allow", roles = ["staff"] }},
-]
-"#
-    )
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -65,34 +38,7 @@ impl Site {
         let (pos, wiki) = (EchoApp::start("pos"), EchoApp::start("wiki"));
         let edgeauth = format!("127.0.0.1:{}", a.port);
         let proxy = match kind {
-            Kind::Nginx => {
-                let listen = format!("127.0.0.1:{port}");
-                let app = |host: &str, upstream: &str| {
-                    snippet(
-                        "tests/fixtures/proxies/nginx.conf",
-                        &[
-                            ("LISTEN", &listen),
-                            ("APP_HOST", host),
-                            ("EDGEAUTH", &edgeauth),
-                            ("APP", upstream),
-                        ],
-                    )
-                };
-                let auth = snippet(
-                    "tests/fixtures/proxies/nginx-auth.conf",
-                    &[
-                        ("LISTEN", &listen),
-                        ("AUTH_HOST", AUTH),
-                        ("EDGEAUTH", &edgeauth),
-                    ],
-                );
-                let servers = format!(
-                    "{}\n{}\n{auth}",
-                    app(POS, &pos.addr()),
-                    app(WIKI, &wiki.addr())
-                );
-                Proxy::nginx(port, &servers)
-            }
+            Kind::Nginx => nginx_site(port, &edgeauth, &[(POS, &pos.addr()), (WIKI, &wiki.addr())]),
             Kind::Caddy => {
                 let p = port.to_string();
                 let app = |host: &str, upstream: &str| {
@@ -181,7 +127,11 @@ fn not_signed_in_is_sent_to_the_login_page(site: &Site, accept: (&str, &str)) {
         Some(site.login_for(POS, "/till?x=1").as_str()),
         "{r:?}"
     );
-    assert_eq!(r.header("x-echo-app"), None, "the app was not reached: {r:?}");
+    assert_eq!(
+        r.header("x-echo-app"),
+        None,
+        "the app was not reached: {r:?}"
+    );
 }
 
 fn an_api_client_gets_401(site: &Site) {
@@ -201,7 +151,10 @@ fn signed_in_reaches_both_apps_with_identity_headers(site: &Site) {
     for (host, app) in [(POS, "pos"), (WIKI, "wiki")] {
         let r = site.get(host, "/till", &[BROWSER, ("cookie", &cookie)]);
         assert_app_saw(site, &r, app, Some("alice"));
-        assert!(r.body.contains("<strong id=\"user\">alice</strong>"), "{r:?}");
+        assert!(
+            r.body.contains("<strong id=\"user\">alice</strong>"),
+            "{r:?}"
+        );
         assert_eq!(r.header("x-echo-remote-auth-mode"), Some("local"), "{r:?}");
         assert_eq!(
             r.header("x-echo-remote-keycloak-status"),

@@ -69,8 +69,8 @@ pub fn tool(var: &str) -> PathBuf {
 /// would have drifted).
 pub fn snippet(path: &str, fill: &[(&str, &str)]) -> String {
     let file = repo_root().join(path);
-    let mut text = std::fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut text =
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     for (k, v) in fill {
         assert!(text.contains(k), "{} has no {k}", file.display());
         text = text.replace(k, v);
@@ -135,13 +135,8 @@ impl Proxy {
             // nobody:nogroup owns the prefix, so the unprivileged master can write there.
             chown(dir.path(), Some(65534), Some(65534)).unwrap();
             let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(tool("EDGEAUTH_NGINX"));
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(tool("EDGEAUTH_NGINX"));
             c
         } else {
             Command::new(tool("EDGEAUTH_NGINX"))
@@ -266,4 +261,58 @@ pub fn get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> Answe
         headers,
         body: body.to_owned(),
     }
+}
+
+pub const POS: &str = "pos.site.lan";
+pub const WIKI: &str = "wiki.site.lan";
+pub const AUTH: &str = "auth.site.lan";
+
+/// The config of the test site: cookies for `site.lan`, the proxy on loopback trusted, the
+/// login page at auth.site.lan through the proxy on `proxy_port`; health checks bypass, a
+/// network rule that a forged `X-Forwarded-For` must not reach, and the wiki only for `staff`.
+pub fn site_config(proxy_port: u16) -> String {
+    format!(
+        r#"
+[server]
+trusted_proxies = ["127.0.0.1/32"]
+[web]
+public_url = "http://{AUTH}:{proxy_port}"
+cookie_domain = "site.lan"
+site_name = "Test site"
+[access]
+default_policy = "signed_in"
+rules = [
+  {{ hosts = ["{POS}", "{WIKI}"], paths = ["/health"], policy = "bypass" }},
+  {{ hosts = ["{POS}"], networks = ["10.9.9.0/24"], policy = "bypass" }},
+  {{ hosts = ["{WIKI}"], policy = "allow", roles = ["staff"] }},
+]
+"#
+    )
+}
+
+/// nginx on `port` with one `auth_request` server per `(host, upstream)` app and edgeauth's
+/// own pages at [`AUTH`], all asking the edgeauth at `edgeauth` (host:port).
+pub fn nginx_site(port: u16, edgeauth: &str, apps: &[(&str, &str)]) -> Proxy {
+    let listen = format!("127.0.0.1:{port}");
+    let mut servers = String::new();
+    for (host, upstream) in apps {
+        servers.push_str(&snippet(
+            "tests/fixtures/proxies/nginx.conf",
+            &[
+                ("LISTEN", &listen),
+                ("APP_HOST", host),
+                ("EDGEAUTH", edgeauth),
+                ("APP", upstream),
+            ],
+        ));
+    }
+    servers.push_str(&snippet(
+        "tests/fixtures/proxies/nginx-auth.conf",
+        &[
+            ("LISTEN", &listen),
+            ("AUTH_HOST", AUTH),
+            ("EDGEAUTH", edgeauth),
+        ],
+    ));
+    Proxy::nginx(port, &servers)
 }
