@@ -25,22 +25,28 @@ use support::echo_app::EchoApp;
 use support::fault_proxy::{Fault, FaultProxy};
 use support::proxies::{AUTH, POS, WIKI, nginx_site, site_config, tool};
 use support::real_keycloak::{self, RealKeycloak};
-use support::{Appliance, appliance_at, free_port, wait_status};
+use support::{Appliance, free_port, wait_status, write_secret};
 
 /// How long any one step may take (a page load, a sign-in, a banner to show).
 const STEP: Duration = Duration::from_secs(20);
 
 fn behind_proxy(kc: &RealKeycloak, proxy_port: u16) -> (FaultProxy, Appliance) {
     let proxy = FaultProxy::start(kc.url.trim_start_matches("http://"));
-    let mut a = appliance_at(
-        &proxy.url(),
-        &kc.realm,
-        &kc.client_id,
-        &kc.client_secret,
-        &format!(
-            "[keycloak.resilience]\nhealth_check_interval = \"1s\"\nrequest_timeout = \"2s\"\n{}",
-            site_config(proxy_port)
-        ),
+    // Written out, not through `appliance_at`: its TOML round trip turns the inline rules into
+    // `[[access.rules]]` tables, which `Appliance::new` would merge into one.
+    let mut a = Appliance::new(&format!(
+        "{}\n[keycloak]\nserver = \"{}\"\nrealm = \"{}\"\nclient_id = \"{}\"\n\
+         client_secret_file = \"client-secret\"\n[keycloak.resilience]\nfailure_threshold = 2\n\
+         cooldown = \"1s\"\nhalf_open_timeout = \"1s\"\nhealth_check_interval = \"1s\"\n\
+         health_check_timeout = \"2s\"\nrequest_timeout = \"2s\"\n",
+        site_config(proxy_port),
+        proxy.url(),
+        kc.realm,
+        kc.client_id,
+    ));
+    write_secret(
+        &a.dir.path().join("client-secret"),
+        &format!("{}\n", kc.client_secret),
     );
     a.start();
     wait_status(&a, "online");
