@@ -85,12 +85,13 @@ async fn launch(port: u16) -> (Browser, tokio::task::JoinHandle<()>, tempfile::T
         .user_data_dir(profile.path())
         .window_size(800, 600)
         .viewport(None)
+        // chromiumoxide adds the leading `--`.
         .args([
-            "--disable-gpu".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--hide-scrollbars".to_owned(),
-            "--force-device-scale-factor=1".to_owned(),
-            format!("--host-resolver-rules={rules}"),
+            "disable-gpu".to_owned(),
+            "disable-background-networking".to_owned(),
+            "hide-scrollbars".to_owned(),
+            "force-device-scale-factor=1".to_owned(),
+            format!("host-resolver-rules={rules}"),
         ])
         .build()
         .unwrap();
