@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use chromiumoxide::Page;
 use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::handler::viewport::Viewport;
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::page::ScreenshotParams;
 use futures_util::StreamExt;
@@ -84,7 +85,12 @@ async fn launch(port: u16) -> (Browser, tokio::task::JoinHandle<()>, tempfile::T
         .no_sandbox()
         .user_data_dir(profile.path())
         .window_size(800, 600)
-        .viewport(None)
+        .viewport(Viewport {
+            width: 800,
+            height: 600,
+            device_scale_factor: Some(1.0),
+            ..Viewport::default()
+        })
         // chromiumoxide adds the leading `--`.
         .args([
             "disable-gpu".to_owned(),
