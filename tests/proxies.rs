@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! edgeauth behind the real proxies: Debian's nginx with `auth_request` and Caddy with
 //! `forward_auth` (both from `scripts/tools.sh`), configured with the snippets the README
-//! shows, in front of two echo apps (`pos.site.lan`, `wiki.site.lan`), with local users (no
+//! shows (`dist/nginx/edgeauth.conf`, `dist/caddy/Caddyfile`, placeholders filled in), in front of two echo apps (`pos.site.lan`, `wiki.site.lan`), with local users (no
 //! Keycloak needed). The tests speak raw HTTP to the proxy, as a browser or an API client
 //! would, with any `Host` and any forged header.
 //!
@@ -11,7 +11,7 @@
 mod support;
 
 use support::echo_app::EchoApp;
-use support::proxies::{AUTH, Answer, POS, Proxy, WIKI, get, nginx_site, site_config, snippet};
+use support::proxies::{AUTH, Answer, POS, Proxy, WIKI, caddy_site, get, nginx_site, site_config};
 use support::{Appliance, free_port};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -39,24 +39,7 @@ impl Site {
         let edgeauth = format!("127.0.0.1:{}", a.port);
         let proxy = match kind {
             Kind::Nginx => nginx_site(port, &edgeauth, &[(POS, &pos.addr()), (WIKI, &wiki.addr())]),
-            Kind::Caddy => {
-                let p = port.to_string();
-                let app = |host: &str, upstream: &str| {
-                    snippet(
-                        "tests/fixtures/proxies/Caddyfile",
-                        &[
-                            ("APP_HOST", host),
-                            ("PORT", &p),
-                            ("EDGEAUTH", &edgeauth),
-                            ("APP", upstream),
-                        ],
-                    )
-                };
-                Proxy::caddy(
-                    port,
-                    &format!("{}\n{}", app(POS, &pos.addr()), app(WIKI, &wiki.addr())),
-                )
-            }
+            Kind::Caddy => caddy_site(port, &edgeauth, &[(POS, &pos.addr()), (WIKI, &wiki.addr())]),
         };
         Site {
             a,

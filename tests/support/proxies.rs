@@ -290,17 +290,18 @@ rules = [
     )
 }
 
-/// nginx on `port` with one `auth_request` server per `(host, upstream)` app and edgeauth's
-/// own pages at [`AUTH`], all asking the edgeauth at `edgeauth` (host:port).
+/// nginx on `port` with one `auth_request` server per `(host, upstream)` app (the README's
+/// `dist/nginx/edgeauth.conf`) and edgeauth's own pages at [`AUTH`]
+/// (`tests/fixtures/proxies/nginx-auth.conf`), all asking the edgeauth at `edgeauth`.
 pub fn nginx_site(port: u16, edgeauth: &str, apps: &[(&str, &str)]) -> Proxy {
     let listen = format!("127.0.0.1:{port}");
     let mut servers = String::new();
     for (host, upstream) in apps {
         servers.push_str(&snippet(
-            "tests/fixtures/proxies/nginx.conf",
+            "dist/nginx/edgeauth.conf",
             &[
-                ("LISTEN", &listen),
-                ("APP_HOST", host),
+                ("listen 80;", &format!("listen {listen};")),
+                ("server_name _;", &format!("server_name {host};")),
                 ("EDGEAUTH", edgeauth),
                 ("APP", upstream),
             ],
@@ -315,4 +316,24 @@ pub fn nginx_site(port: u16, edgeauth: &str, apps: &[(&str, &str)]) -> Proxy {
         ],
     ));
     Proxy::nginx(port, &servers)
+}
+
+/// Caddy on `port` with one `forward_auth` site per `(host, upstream)` app (the README's
+/// `dist/caddy/Caddyfile`), asking the edgeauth at `edgeauth`.
+pub fn caddy_site(port: u16, edgeauth: &str, apps: &[(&str, &str)]) -> Proxy {
+    let mut sites = String::new();
+    for (host, upstream) in apps {
+        sites.push_str(&snippet(
+            "dist/caddy/Caddyfile",
+            &[
+                (
+                    ":80 {",
+                    &format!("http://{host}:{port} {{\n\tbind 127.0.0.1"),
+                ),
+                ("EDGEAUTH", edgeauth),
+                ("APP", upstream),
+            ],
+        ));
+    }
+    Proxy::caddy(port, &sites)
 }
