@@ -196,13 +196,23 @@ impl Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM first: nginx's master then ends its workers (a SIGKILLed master leaves them
+    /// running, holding the port); SIGKILL only if it has not gone within 5 s.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
-        // nginx's workers are its children: they notice the master's death and leave, but
-        // the pid file names the master only, so end any that linger by the prefix's pid.
     }
 }
 
