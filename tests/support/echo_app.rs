@@ -100,9 +100,9 @@ fn serve(conn: TcpStream, app: &str) -> std::io::Result<()> {
     let mut echo = String::new();
     for (k, v) in headers.iter().filter(|(k, _)| echoed(k)) {
         rows.push_str(&format!(
-            "<tr><th>{}</th><td>{}</td></tr>",
-            escape(k),
-            escape(v)
+            "<tr><th>{k}</th><td id=\"h-{k}\">{v}</td></tr>",
+            k = escape(k),
+            v = escape(v)
         ));
         // Only visible ASCII goes back into a header (a test app, but no header injection).
         if v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
