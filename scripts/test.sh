@@ -65,6 +65,9 @@ if ! cargo deny --version >/dev/null 2>&1; then
   cargo install cargo-deny --locked
 fi
 step "cargo deny check licenses bans sources (deny.toml)"
+# cargo deny reads the metadata of every locked package, also those only other platforms build
+# (chromiumoxide brings some for Windows and UEFI): fetch them first, as --frozen cannot.
+cargo fetch --locked --quiet
 cargo deny --frozen check licenses bans sources
 
 # Every test target but those of steps 3 and 4: proxies (the real nginx and Caddy), e2e and
