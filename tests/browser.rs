@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use support::echo_app::EchoApp;
 use support::fault_proxy::{Fault, FaultProxy};
 use support::proxies::{AUTH, POS, WIKI, nginx_site, site_config, tool};
-use support::real_keycloak::{self, RealKeycloak};
+use support::real_keycloak::{self, RealKeycloak, unique};
 use support::{Appliance, free_port, write_secret};
 
 /// How long any one step may take (a page load, a sign-in, a banner to show).
@@ -35,9 +35,9 @@ fn behind_proxy(kc: &RealKeycloak, proxy_port: u16) -> (FaultProxy, Appliance) {
     let proxy = FaultProxy::start(kc.url.trim_start_matches("http://"));
     // Written out, not through `appliance_at`: its TOML round trip turns the inline rules into
     // `[[access.rules]]` tables, which `Appliance::new` would merge into one.
-    // alice holds the client role `operator`: she may see /status through the proxy.
+    // The site's managers may see /status through the proxy.
     let mut a = Appliance::new(&format!(
-        "{}\n[server]\noperator_role = \"operator\"\n[keycloak]\nserver = \"{}\"\nrealm = \"{}\"\nclient_id = \"{}\"\n\
+        "{}\n[server]\noperator_role = \"site-manager\"\n[keycloak]\nserver = \"{}\"\nrealm = \"{}\"\nclient_id = \"{}\"\n\
          client_secret_file = \"client-secret\"\n[keycloak.resilience]\nfailure_threshold = 2\n\
          cooldown = \"1s\"\nhalf_open_timeout = \"1s\"\nhealth_check_interval = \"1s\"\n\
          health_check_timeout = \"2s\"\nrequest_timeout = \"2s\"\n",
@@ -207,6 +207,11 @@ async fn screenshot(page: &Page, name: &str) {
 async fn a_person_signs_in_once_for_two_apps_and_again_while_keycloak_is_unreachable() {
     // The only test of this binary, and the suites run one after another: no lock needed.
     let kc = real_keycloak::shared();
+    // Her own account (the other suites change the fixture's users): staff for the wiki, a
+    // site manager for /status.
+    let user = unique("till");
+    let password = "till-password-1";
+    kc.create_user(&user, password, &["staff", "site-manager"], &[]);
     let port = free_port();
     let (wan, a) = behind_proxy(kc, port);
     let (pos, wiki) = (EchoApp::start("pos"), EchoApp::start("wiki"));
@@ -235,9 +240,9 @@ async fn a_person_signs_in_once_for_two_apps_and_again_while_keycloak_is_unreach
         screenshot(&page, "login").await;
 
         // Signs in with her Keycloak password and is back at the app, which knows her.
-        sign_in(&page, "alice", "alice-password-1").await;
+        sign_in(&page, &user, password).await;
         wait_url(&page, &format!("{pos_url}/till?table=4")).await;
-        assert_eq!(text_of(&page, "#user").await, "alice");
+        assert_eq!(text_of(&page, "#user").await, user);
         assert_eq!(text_of(&page, "#h-remote-auth-mode").await, "keycloak");
         assert_eq!(text_of(&page, "#h-remote-keycloak-status").await, "online");
 
@@ -245,7 +250,7 @@ async fn a_person_signs_in_once_for_two_apps_and_again_while_keycloak_is_unreach
         open(&page, &format!("{wiki_url}/")).await;
         wait_url(&page, &wiki_url).await;
         assert_eq!(text_of(&page, "#app").await, "wiki");
-        assert_eq!(text_of(&page, "#user").await, "alice");
+        assert_eq!(text_of(&page, "#user").await, user);
 
         // Signs out; both apps ask again.
         sign_out(&page, &auth).await;
@@ -266,15 +271,15 @@ async fn a_person_signs_in_once_for_two_apps_and_again_while_keycloak_is_unreach
             "{banner}"
         );
         screenshot(&page, "login-offline").await;
-        sign_in(&page, "alice", "alice-password-1").await;
+        sign_in(&page, &user, password).await;
         wait_url(&page, &format!("{pos_url}/till")).await;
-        assert_eq!(text_of(&page, "#user").await, "alice");
+        assert_eq!(text_of(&page, "#user").await, user);
         assert_eq!(text_of(&page, "#h-remote-auth-mode").await, "cached");
         assert_eq!(text_of(&page, "#h-remote-keycloak-status").await, "offline");
         open(&page, &format!("{wiki_url}/")).await;
-        assert_eq!(text_of(&page, "#user").await, "alice");
+        assert_eq!(text_of(&page, "#user").await, user);
 
-        // The operator's view (alice holds the operator role).
+        // The operator's view (she is a site manager, the operator role here).
         open(&page, &format!("{auth}/status")).await;
         let status = text_of(&page, "body").await;
         assert!(status.contains("offline"), "{status}");
