@@ -158,6 +158,13 @@ impl Proxy {
         };
         let child = proxy.child.as_mut().unwrap();
         wait_port(port, child, "nginx", &proxy.log);
+        // Unprivileged: the master itself (not only its workers) is not root.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u != "0"),
+            "nginx runs as root: {uid}"
+        );
         proxy
     }
 
