@@ -274,6 +274,9 @@ impl Config {
                 format!("must be between 0.01 and 100 admin calls a second, got {rate}"),
             ));
         }
+        if let Err((key, why)) = self.access.check() {
+            return Err(err(&key, why));
+        }
         for name in self.tenants.keys() {
             if let Err(why) = crate::domain::validate_tenant(name) {
                 return Err(err(&format!("tenants.{name}"), why));
