@@ -6,6 +6,7 @@
 //! ([`AuthError::code`]); the HTTP layer adds the status code (`http::error`).
 
 pub mod accounts;
+pub mod bearer;
 pub mod login;
 pub mod password;
 pub mod principal;
@@ -132,6 +133,8 @@ pub struct Settings {
     pub order: AuthOrder,
     pub session_ttl: u64,
     pub session_idle: u64,
+    /// Keycloak access tokens as bearers (`[bearer]`).
+    pub bearer: bearer::BearerPolicy,
 }
 
 impl Settings {
@@ -140,6 +143,7 @@ impl Settings {
             order: config.auth.order,
             session_ttl: config.auth.session_ttl.as_secs(),
             session_idle: config.auth.session_idle.as_secs(),
+            bearer: bearer::BearerPolicy::from_config(config),
         }
     }
 }
@@ -172,6 +176,8 @@ pub struct Auth {
     settings: Settings,
     /// Last use of each session since the last flush (design rule 8).
     activity: Activity,
+    /// Verified Keycloak access tokens and introspection answers.
+    bearer_cache: bearer::TokenCache,
 }
 
 impl Auth {
@@ -185,6 +191,7 @@ impl Auth {
             upstream: p.upstream,
             metrics: p.metrics,
             queue: p.queue,
+            bearer_cache: bearer::TokenCache::new(p.settings.bearer.cache_size),
             settings: p.settings,
             activity: Activity::default(),
         }

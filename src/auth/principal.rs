@@ -1,7 +1,8 @@
-//! Who a request is: one answer for every endpoint. A request presents a [`Credential`] (today
-//! a session id, from the session cookie or an `eas_` bearer; the HTTP layer reads the
-//! headers), and [`Auth::identify`] turns it into a [`Principal`]. Keycloak access tokens,
-//! appliance-issued tokens and Basic credentials become more kinds of [`Credential`] here.
+//! Who a request is: one answer for every endpoint. A request presents a [`Credential`] (a
+//! session id from the session cookie or an `eas_` bearer, or a Keycloak access token as a
+//! bearer; the HTTP layer reads the headers), and [`Auth::identify`] turns it into a
+//! [`Principal`]. Appliance-issued tokens and Basic credentials become more kinds of
+//! [`Credential`] here.
 
 use super::session::{InvalidReason, SessionCheck, ValidSession};
 use super::{Auth, AuthError, Client};
@@ -9,11 +10,29 @@ use crate::crypto::{SessionDigest, SessionId};
 use crate::domain::AuthMode;
 use crate::store::StoreError;
 
+/// A Keycloak access token as presented (a JWT). Never shown: its Debug is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(***)")
+    }
+}
+
 /// What a request presents to say who it is.
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// A session id (`eas_...`), from the session cookie or `Authorization: Bearer`.
     Session(SessionId),
+    /// Something shaped like a JWT (not `eas_`): a Keycloak access token, to be verified.
+    KeycloakToken(AccessToken),
     /// Something presented that is no credential this appliance issues.
     Malformed,
 }
@@ -23,6 +42,9 @@ impl Credential {
     pub fn from_token(token: Option<&str>) -> Option<Credential> {
         token.map(|t| match SessionId::parse(t) {
             Some(id) => Credential::Session(id),
+            None if crate::keycloak::token::is_jwt_shaped(t) => {
+                Credential::KeycloakToken(AccessToken(t.to_owned()))
+            }
             None => Credential::Malformed,
         })
     }
@@ -31,7 +53,7 @@ impl Credential {
     pub fn session_digest(&self) -> Option<SessionDigest> {
         match self {
             Credential::Session(id) => Some(id.digest()),
-            Credential::Malformed => None,
+            Credential::KeycloakToken(_) | Credential::Malformed => None,
         }
     }
 }
@@ -45,6 +67,30 @@ pub enum Principal {
     Invalid(InvalidReason),
     /// A signed-in user, through a valid session.
     Session(Box<ValidSession>),
+    /// A signed-in user, through a Keycloak access token that verified.
+    Token(std::sync::Arc<TokenPrincipal>),
+}
+
+/// What a verified Keycloak access token says about its user, read once from its claims in
+/// the same shape a login stores (design rule 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPrincipal {
+    pub tenant: crate::domain::Tenant,
+    /// `preferred_username` (else `sub`).
+    pub username: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// Realm roles and the tenant client's roles.
+    pub roles: Vec<String>,
+    /// Every client role, as `client:role`.
+    pub client_roles: Vec<String>,
+    pub groups: Vec<String>,
+    /// The token's `exp` (Unix seconds).
+    pub expires_at: u64,
+    /// The client it was issued to (`azp`).
+    pub client: Option<String>,
+    /// Its `aud` names the tenant's client, which Keycloak requires to introspect it.
+    pub introspectable: bool,
 }
 
 /// How a principal proved who it is (the `Remote-Via`-style detail for logs and headers).
@@ -52,12 +98,15 @@ pub enum Principal {
 pub enum Via {
     /// The site session (cookie or `eas_` bearer).
     Session,
+    /// A Keycloak access token as a bearer.
+    KeycloakToken,
 }
 
 impl Via {
     pub fn as_str(self) -> &'static str {
         match self {
             Via::Session => "session",
+            Via::KeycloakToken => "keycloak_token",
         }
     }
 }
@@ -93,6 +142,17 @@ impl Principal {
                 auth_mode: v.mode,
                 via: Via::Session,
             }),
+            Principal::Token(t) => Some(Subject {
+                tenant: t.tenant.as_str(),
+                username: &t.username,
+                name: t.name.as_deref(),
+                email: t.email.as_deref(),
+                roles: &t.roles,
+                client_roles: &t.client_roles,
+                groups: &t.groups,
+                auth_mode: AuthMode::Keycloak,
+                via: Via::KeycloakToken,
+            }),
             Principal::Anonymous | Principal::Invalid(_) => None,
         }
     }
@@ -101,14 +161,35 @@ impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         match self {
             Principal::Session(v) => v.user.roles.iter().any(|r| r == role),
+            Principal::Token(t) => t.roles.iter().any(|r| r == role),
             Principal::Anonymous | Principal::Invalid(_) => false,
         }
     }
 }
 
+/// How to identify: what the endpoint (or the access rule that matched) asks for besides
+/// the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identify {
+    /// Introspect a Keycloak access token (RFC 7662) while Keycloak is reachable, whatever
+    /// `bearer.introspect` says (an access rule's `introspect`).
+    pub introspect: bool,
+}
+
 impl Auth {
-    /// Who presents `credential`. Reads only (the session hot path, design rule 8).
-    pub fn identify(&self, credential: Option<&Credential>) -> Result<Principal, StoreError> {
+    /// Who presents `credential`, with the default options. Reads only (the hot path, design
+    /// rule 8); a Keycloak access token may cost a JWKS refetch or an introspection call.
+    pub async fn identify(&self, credential: Option<&Credential>) -> Result<Principal, StoreError> {
+        self.identify_with(credential, Identify::default()).await
+    }
+
+    /// Who presents `credential`, with `options` (the verify handler passes the matched
+    /// access rule's).
+    pub async fn identify_with(
+        &self,
+        credential: Option<&Credential>,
+        options: Identify,
+    ) -> Result<Principal, StoreError> {
         Ok(match credential {
             None => Principal::Anonymous,
             Some(Credential::Malformed) => Principal::Invalid(InvalidReason::TokenInvalid),
@@ -116,6 +197,7 @@ impl Auth {
                 SessionCheck::Valid(v) => Principal::Session(v),
                 SessionCheck::Invalid(r) => Principal::Invalid(r),
             },
+            Some(Credential::KeycloakToken(t)) => self.identify_token(t, options).await,
         })
     }
 

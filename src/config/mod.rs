@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod access;
+pub mod bearer;
 mod url;
 pub(crate) mod validate;
 pub mod web;
@@ -75,6 +76,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub backup: BackupConfig,
     pub web: web::WebConfig,
+    pub bearer: bearer::BearerConfig,
     /// Access rules for forward-auth (`crate::access` matches them).
     pub access: access::AccessConfig,
     pub tenants: BTreeMap<String, TenantConfig>,

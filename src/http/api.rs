@@ -15,8 +15,9 @@ use crate::app::App;
 use crate::auth::Client;
 use crate::auth::login::LoginRequest;
 use crate::auth::password::PasswordRequest;
-use crate::auth::principal::{Credential, Principal};
+use crate::auth::principal::{Credential, Principal, Via};
 use crate::clock::rfc3339;
+use crate::domain::AuthMode;
 use crate::logsafe::clean;
 use crate::store::users::UserRecord;
 
@@ -112,17 +113,45 @@ pub async fn session(
     State(app): State<Arc<App>>,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    Ok(match app.auth.identify(credential.as_ref())? {
+    Ok(match app.auth.identify(credential.as_ref()).await? {
         Principal::Session(v) => {
             app.metrics.validation("valid");
             let body = json!({
                 "valid": true,
                 "mode": v.mode,
+                "via": Via::Session.as_str(),
                 "expires_at": rfc3339(v.ends_at),
                 "user": user_json(&v.user),
                 "warning": v.warning,
             });
             (StatusCode::OK, Json(body)).into_response()
+        }
+        Principal::Token(t) => {
+            // A Keycloak access token: Keycloak verified the user (auth_mode keycloak), until
+            // the token's exp; the user is what the token says, not a stored record.
+            app.metrics.validation("valid");
+            let body = json!({
+                "valid": true,
+                "mode": AuthMode::Keycloak,
+                "via": Via::KeycloakToken.as_str(),
+                "expires_at": rfc3339(t.expires_at),
+                "user": {
+                    "username": t.username,
+                    "tenant": t.tenant.as_str(),
+                    "source": "keycloak",
+                    "roles": t.roles,
+                    "groups": t.groups,
+                    "client_roles": t.client_roles,
+                    "name": t.name,
+                    "email": t.email,
+                },
+                "client": t.client,
+                "warning": null,
+            });
+            with_note(
+                (StatusCode::OK, Json(body)).into_response(),
+                format!("user={} via=keycloak_token", clean(&t.username)),
+            )
         }
         other => {
             let reason = match other {
@@ -196,7 +225,11 @@ pub async fn password(
 
 /// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal holding
 /// `server.operator_role`.
-fn is_operator(app: &App, from: Origin, credential: Option<&Credential>) -> Result<bool, ApiError> {
+async fn is_operator(
+    app: &App,
+    from: Origin,
+    credential: Option<&Credential>,
+) -> Result<bool, ApiError> {
     if from.local {
         return Ok(true);
     }
@@ -205,7 +238,8 @@ fn is_operator(app: &App, from: Origin, credential: Option<&Credential>) -> Resu
     }
     Ok(app
         .auth
-        .identify(credential)?
+        .identify(credential)
+        .await?
         .has_role(&app.config.server.operator_role))
 }
 
@@ -222,7 +256,7 @@ pub async fn status(
     ClientAddr(from): ClientAddr,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    if !is_operator(&app, from, credential.as_ref())? {
+    if !is_operator(&app, from, credential.as_ref()).await? {
         return Err(forbidden());
     }
     let a = app.clone();
@@ -237,7 +271,7 @@ pub async fn metrics(
     ClientAddr(from): ClientAddr,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    if !app.config.server.public_metrics && !is_operator(&app, from, credential.as_ref())? {
+    if !app.config.server.public_metrics && !is_operator(&app, from, credential.as_ref()).await? {
         return Err(forbidden());
     }
     let mut res = app.metrics.encode().into_response();
