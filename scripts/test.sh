@@ -7,24 +7,31 @@
 #      fake Keycloak for the Keycloak tier's fault tests), and each benchmark run once; then
 #      each fuzz target for 60 s (scripts/fuzz.sh: config parser, HTTP router, JWT; a crash
 #      fails the run);
-#   3. the end-to-end suite (tests/e2e.rs) against a real Keycloak that scripts/keycloak.sh
+#   3. edgeauth behind the real nginx (auth_request) and Caddy (forward_auth) (tests/proxies.rs),
+#      after scripts/tools.sh installs them and Chromium (Debian packages; Caddy by go install,
+#      cached in ~/.cache/edgeauth); it fails, never skips, if a tool cannot be had;
+#   4. the end-to-end suite (tests/e2e.rs) against a real Keycloak that scripts/keycloak.sh
 #      fetches from Maven Central (checksums verified, cached in ~/.cache/edgeauth) and starts
-#      on 127.0.0.1 with the test realm; it fails, never skips, if Keycloak cannot be had;
-#      then, while that Keycloak runs, a short load comparison of forward-auth (scripts/load.sh:
-#      edgeauth and oauth2-proxy, 2 interleaved rounds of 3 s; it reports figures, it does not
-#      judge speed, and fails only if a target stops answering 2xx);
-#   4. the same tests for aarch64 under qemu, a check that the aarch64 and armv7 release
+#      on 127.0.0.1 with the test realm, then a person's journey in a real headless Chromium
+#      (tests/browser.rs) through nginx against that Keycloak; it fails, never skips, if
+#      Keycloak cannot be had; then, while that Keycloak runs, a short load comparison of
+#      forward-auth (scripts/load.sh: edgeauth and oauth2-proxy, 2 interleaved rounds of 3 s;
+#      it reports figures, it does not judge speed, and fails only if a target stops answering
+#      2xx);
+#   5. the same tests for aarch64 under qemu, a check that the aarch64 and armv7 release
 #      binaries are static and within their size budget, and a name resolution test of both
 #      (/etc/hosts, DNS, NXDOMAIN) under plain qemu (scripts/cross-dns-test.sh).
 #
 # For quick local iteration only (CI never sets them):
-#   EDGEAUTH_SKIP_E2E=1    skip step 3          EDGEAUTH_SKIP_CROSS=1  skip step 4
+#   EDGEAUTH_SKIP_E2E=1    skip step 4          EDGEAUTH_SKIP_CROSS=1  skip step 5
 #   EDGEAUTH_SKIP_FUZZ=1   skip the fuzzing of step 2
-#   --fast                 all three
+#   --fast                 all three, and step 3 unless the tools are already installed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+fast=0
 if [[ ${1:-} == --fast ]]; then
+  fast=1
   EDGEAUTH_SKIP_E2E=1
   EDGEAUTH_SKIP_CROSS=1
   EDGEAUTH_SKIP_FUZZ=1
@@ -61,13 +68,17 @@ if ! cargo deny --version >/dev/null 2>&1; then
   cargo install cargo-deny --locked
 fi
 step "cargo deny check licenses bans sources (deny.toml)"
+# cargo deny reads the metadata of every locked package, also those only other platforms build
+# (chromiumoxide brings some for Windows and UEFI): fetch them first, as --frozen cannot.
+cargo fetch --locked --quiet
 cargo deny --frozen check licenses bans sources
 
-# Every test target but e2e, which needs the real Keycloak (step 3).
+# Every test target but those of steps 3 and 4: proxies (the real nginx and Caddy), e2e and
+# browser (the real Keycloak).
 targets=(--lib --bins --benches)
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
-  [[ $name == e2e ]] || targets+=(--test "$name")
+  [[ $name == e2e || $name == proxies || $name == browser ]] || targets+=(--test "$name")
 done
 step "cargo test (unit, integration against the fake Keycloak, and each benchmark run once)"
 cargo test --locked "${targets[@]}"
@@ -81,11 +92,23 @@ else
   echo "fuzzing: $((SECONDS - started)) s"
 fi
 
+if ((fast)) && ! scripts/tools.sh env >/dev/null 2>&1; then
+  echo "--fast: NOT running tests/proxies.rs (nginx, Caddy or Chromium missing; scripts/tools.sh installs them)"
+else
+  step "the real nginx and Caddy in front of edgeauth (scripts/tools.sh, tests/proxies.rs)"
+  started=$SECONDS
+  scripts/tools.sh
+  echo "tools: $((SECONDS - started)) s"
+  started=$SECONDS
+  cargo test --locked --test proxies
+  echo "proxy tests: $((SECONDS - started)) s"
+fi
+
 if [[ ${EDGEAUTH_SKIP_E2E:-0} == 1 ]]; then
   echo "EDGEAUTH_SKIP_E2E=1: NOT running the end-to-end suite against a real Keycloak"
 else
-  step "end-to-end suite against a real Keycloak (scripts/keycloak.sh, tests/e2e.rs)"
-  cargo test --locked --test e2e --no-run
+  step "end-to-end suite against a real Keycloak (scripts/keycloak.sh, tests/e2e.rs, tests/browser.rs)"
+  cargo test --locked --test e2e --test browser --no-run
   # Leave a Keycloak that was already running (a developer's) as it was; stop the one we start.
   if ! scripts/keycloak.sh status >/dev/null 2>&1; then
     trap 'scripts/keycloak.sh stop || true' EXIT
@@ -97,6 +120,10 @@ else
   started=$SECONDS
   cargo test --locked --test e2e
   echo "end-to-end suite: $((SECONDS - started)) s"
+  # A person's journey in a real headless Chromium (installed by scripts/tools.sh in step 3).
+  started=$SECONDS
+  cargo test --locked --test browser
+  echo "browser journey: $((SECONDS - started)) s"
   step "load comparison: edgeauth and oauth2-proxy forward-auth (scripts/load.sh; figures, no speed check)"
   started=$SECONDS
   scripts/load.sh

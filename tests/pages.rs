@@ -188,7 +188,7 @@ fn assert_page_headers(r: &Reply) {
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(!csp.contains("script-src"), "no script at all: {csp}");
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
-    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"));
     assert_eq!(r.header("cache-control"), Some("no-store"));
 }
 

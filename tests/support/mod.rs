@@ -2,8 +2,10 @@
 //! config the test chooses, and talks to it over HTTP (ureq) and through the CLI.
 #![allow(dead_code)]
 pub mod connect_proxy;
+pub mod echo_app;
 pub mod fake_keycloak;
 pub mod fault_proxy;
+pub mod proxies;
 pub mod real_keycloak;
 
 use std::io::Write;

@@ -151,7 +151,7 @@ async fn security_headers(State(site): State<Arc<Site>>, mut res: Response) -> R
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     res
 }
