@@ -6,6 +6,7 @@
 //! ([`AuthError::code`]); the HTTP layer adds the status code (`http::error`).
 
 pub mod accounts;
+pub mod basic;
 pub mod login;
 pub mod password;
 pub mod principal;
@@ -132,6 +133,8 @@ pub struct Settings {
     pub order: AuthOrder,
     pub session_ttl: u64,
     pub session_idle: u64,
+    /// `forward_auth.basic_cache_ttl`, seconds.
+    pub basic_cache_ttl: u64,
 }
 
 impl Settings {
@@ -140,6 +143,7 @@ impl Settings {
             order: config.auth.order,
             session_ttl: config.auth.session_ttl.as_secs(),
             session_idle: config.auth.session_idle.as_secs(),
+            basic_cache_ttl: config.forward_auth.basic_cache_ttl.as_secs(),
         }
     }
 }
@@ -172,10 +176,13 @@ pub struct Auth {
     settings: Settings,
     /// Last use of each session since the last flush (design rule 8).
     activity: Activity,
+    /// Basic credentials verified lately (forward-auth).
+    basic: basic::BasicCache,
 }
 
 impl Auth {
     pub fn new(p: AuthParts) -> Self {
+        let basic = basic::BasicCache::new(p.settings.basic_cache_ttl);
         Auth {
             store: p.store,
             clock: p.clock,
@@ -187,6 +194,7 @@ impl Auth {
             queue: p.queue,
             settings: p.settings,
             activity: Activity::default(),
+            basic,
         }
     }
 

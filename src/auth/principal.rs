@@ -1,19 +1,24 @@
-//! Who a request is: one answer for every endpoint. A request presents a [`Credential`] (today
-//! a session id, from the session cookie or an `eas_` bearer; the HTTP layer reads the
-//! headers), and [`Auth::identify`] turns it into a [`Principal`]. Keycloak access tokens,
-//! appliance-issued tokens and Basic credentials become more kinds of [`Credential`] here.
+//! Who a request is: one answer for every endpoint. A request presents a [`Credential`] (a
+//! session id, from the session cookie or an `eas_` bearer; HTTP Basic at forward-auth; the
+//! HTTP layer reads the headers), and [`Auth::identify`] turns it into a [`Principal`].
+//! Keycloak access tokens and appliance-issued tokens become more kinds of [`Credential`] here.
+
+use std::sync::Arc;
 
 use super::session::{InvalidReason, SessionCheck, ValidSession};
 use super::{Auth, AuthError, Client};
-use crate::crypto::{SessionDigest, SessionId};
+use crate::crypto::{Secret, SessionDigest, SessionId};
 use crate::domain::AuthMode;
-use crate::store::StoreError;
+use crate::store::users::UserRecord;
 
 /// What a request presents to say who it is.
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// A session id (`eas_...`), from the session cookie or `Authorization: Bearer`.
     Session(SessionId),
+    /// `Authorization: Basic` (forward-auth only, when `forward_auth.basic` is on): verified like
+    /// a login, without a session ([`super::basic`]). The username is as sent, unparsed.
+    Basic { username: String, password: Secret },
     /// Something presented that is no credential this appliance issues.
     Malformed,
 }
@@ -31,7 +36,7 @@ impl Credential {
     pub fn session_digest(&self) -> Option<SessionDigest> {
         match self {
             Credential::Session(id) => Some(id.digest()),
-            Credential::Malformed => None,
+            Credential::Basic { .. } | Credential::Malformed => None,
         }
     }
 }
@@ -45,6 +50,16 @@ pub enum Principal {
     Invalid(InvalidReason),
     /// A signed-in user, through a valid session.
     Session(Box<ValidSession>),
+    /// A user whose Basic credentials were verified for this request (no session).
+    Basic(Box<BasicUser>),
+}
+
+/// A user who presented a verified Basic credential.
+#[derive(Debug, Clone)]
+pub struct BasicUser {
+    pub user: UserRecord,
+    /// How the credential was verified (`keycloak`, `cached` or `local`), as for a login.
+    pub mode: AuthMode,
 }
 
 /// How a principal proved who it is (the `Remote-Via`-style detail for logs and headers).
@@ -52,12 +67,15 @@ pub enum Principal {
 pub enum Via {
     /// The site session (cookie or `eas_` bearer).
     Session,
+    /// HTTP Basic credentials, verified per request (cached briefly).
+    Basic,
 }
 
 impl Via {
     pub fn as_str(self) -> &'static str {
         match self {
             Via::Session => "session",
+            Via::Basic => "basic",
         }
     }
 }
@@ -93,6 +111,17 @@ impl Principal {
                 auth_mode: v.mode,
                 via: Via::Session,
             }),
+            Principal::Basic(b) => Some(Subject {
+                tenant: b.user.tenant.as_str(),
+                username: b.user.username.as_str(),
+                name: b.user.name.as_deref(),
+                email: b.user.email.as_deref(),
+                roles: &b.user.roles,
+                client_roles: &b.user.client_roles,
+                groups: &b.user.groups,
+                auth_mode: b.mode,
+                via: Via::Basic,
+            }),
             Principal::Anonymous | Principal::Invalid(_) => None,
         }
     }
@@ -101,14 +130,22 @@ impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         match self {
             Principal::Session(v) => v.user.roles.iter().any(|r| r == role),
+            Principal::Basic(b) => b.user.roles.iter().any(|r| r == role),
             Principal::Anonymous | Principal::Invalid(_) => false,
         }
     }
 }
 
 impl Auth {
-    /// Who presents `credential`. Reads only (the session hot path, design rule 8).
-    pub fn identify(&self, credential: Option<&Credential>) -> Result<Principal, StoreError> {
+    /// Who presents `credential`, asked from `client`. A session reads only (the hot path,
+    /// design rule 8). Basic credentials are a login without a session: a wrong one is
+    /// `InvalidCredentials` (counted by regulation), a banned user or address
+    /// `TooManyAttempts`; a verified one is remembered briefly, so most requests only read.
+    pub async fn identify(
+        self: &Arc<Self>,
+        credential: Option<&Credential>,
+        client: Client,
+    ) -> Result<Principal, AuthError> {
         Ok(match credential {
             None => Principal::Anonymous,
             Some(Credential::Malformed) => Principal::Invalid(InvalidReason::TokenInvalid),
@@ -116,6 +153,9 @@ impl Auth {
                 SessionCheck::Valid(v) => Principal::Session(v),
                 SessionCheck::Invalid(r) => Principal::Invalid(r),
             },
+            Some(Credential::Basic { username, password }) => {
+                self.identify_basic(username, password, client).await?
+            }
         })
     }
 

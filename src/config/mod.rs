@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod forward_auth;
 mod url;
 pub(crate) mod validate;
 pub mod web;
@@ -74,6 +75,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub backup: BackupConfig,
     pub web: web::WebConfig,
+    pub forward_auth: forward_auth::ForwardAuthConfig,
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Where this config came from (a file path, or the embedded defaults); for messages.
     #[serde(skip)]

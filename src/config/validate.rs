@@ -165,6 +165,10 @@ impl Config {
                 "audit.retention",
                 dur(self.audit.retention, HOUR, 10 * YEAR),
             ),
+            (
+                "forward_auth.basic_cache_ttl",
+                dur(self.forward_auth.basic_cache_ttl, 0, HOUR),
+            ),
         ]
     }
 
@@ -273,6 +277,9 @@ impl Config {
                 "keycloak.sync.pull_rate",
                 format!("must be between 0.01 and 100 admin calls a second, got {rate}"),
             ));
+        }
+        if let Err((key, why)) = self.forward_auth.headers.check() {
+            return Err(err(&key, why));
         }
         for name in self.tenants.keys() {
             if let Err(why) = crate::domain::validate_tenant(name) {

@@ -112,7 +112,12 @@ pub async fn session(
     State(app): State<Arc<App>>,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    Ok(match app.auth.identify(credential.as_ref())? {
+    // Only a session or a malformed token reaches here (no Basic), so no client address is needed.
+    let principal = app
+        .auth
+        .identify(credential.as_ref(), Client { ip: None })
+        .await?;
+    Ok(match principal {
         Principal::Session(v) => {
             app.metrics.validation("valid");
             let body = json!({
@@ -196,7 +201,11 @@ pub async fn password(
 
 /// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal holding
 /// `server.operator_role`.
-fn is_operator(app: &App, from: Origin, credential: Option<&Credential>) -> Result<bool, ApiError> {
+async fn is_operator(
+    app: &App,
+    from: Origin,
+    credential: Option<&Credential>,
+) -> Result<bool, ApiError> {
     if from.local {
         return Ok(true);
     }
@@ -205,7 +214,8 @@ fn is_operator(app: &App, from: Origin, credential: Option<&Credential>) -> Resu
     }
     Ok(app
         .auth
-        .identify(credential)?
+        .identify(credential, Client { ip: from.ip })
+        .await?
         .has_role(&app.config.server.operator_role))
 }
 
@@ -222,7 +232,7 @@ pub async fn status(
     ClientAddr(from): ClientAddr,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    if !is_operator(&app, from, credential.as_ref())? {
+    if !is_operator(&app, from, credential.as_ref()).await? {
         return Err(forbidden());
     }
     let a = app.clone();
@@ -237,7 +247,7 @@ pub async fn metrics(
     ClientAddr(from): ClientAddr,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    if !app.config.server.public_metrics && !is_operator(&app, from, credential.as_ref())? {
+    if !app.config.server.public_metrics && !is_operator(&app, from, credential.as_ref()).await? {
         return Err(forbidden());
     }
     let mut res = app.metrics.encode().into_response();
