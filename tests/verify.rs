@@ -295,6 +295,20 @@ fn only_a_trusted_proxy_describes_the_request() {
     let r = verify(&a, &with(&NGINX, &spoofed));
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.header("remote-user"), None);
+    // A client's X-Original-URL passed on by Caddy or Traefik next to their X-Forwarded-*: which
+    // describes the request cannot be told, so neither does.
+    let r = verify(
+        &a,
+        &with(
+            &forwarded("GET"),
+            &[
+                ("X-Original-URL", "https://public.site.lan/"),
+                ("X-Original-Method", "GET"),
+                ("Cookie", &c),
+            ],
+        ),
+    );
+    assert_eq!((r.status, r.header("remote-user")), (400, None));
     // A malformed forwarded address is refused, not taken as the proxy's.
     let r = verify(
         &a,

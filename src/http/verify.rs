@@ -4,8 +4,9 @@
 //! 1. Which request is asked about ([`Target`]): `X-Original-URL` + `X-Original-Method`
 //!    (nginx), or `X-Forwarded-Method/-Proto/-Host/-Uri` (Caddy, Traefik), believed only from a
 //!    peer in `server.trusted_proxies`. From any other peer they are ignored and nothing can be
-//!    asked: 403 `untrusted_proxy` when it sent them, 400 when nobody did. Nothing a client
-//!    writes into those headers can grant anything (design rule 10).
+//!    asked: 403 `untrusted_proxy` when it sent them, 400 when nobody did. Both dialects at
+//!    once is 400 (one of them came from the client through a proxy that passed it on).
+//!    Nothing a client writes into those headers can grant anything (design rule 10).
 //! 2. Which access rule decides (`app.access`), with the client address that
 //!    [`super::extract::origin`] resolves (network rules).
 //! 3. Who asks, unless the rule bypasses: [`crate::auth::Auth::identify`] on the session
@@ -218,7 +219,17 @@ impl<'a> Target<'a> {
                 no_description()
             });
         }
-        if let Some(url) = text(h, "x-original-url")? {
+        let nginx = h.contains_key("x-original-url") || h.contains_key("x-original-method");
+        let forwarded = h.contains_key("x-forwarded-uri") || h.contains_key("x-forwarded-method");
+        if nginx && forwarded {
+            // One of the two came from the client through a proxy that passes it on: which
+            // one cannot be told, so neither is believed.
+            return Err(ApiError::bad_request(
+                "both X-Original-* (nginx) and X-Forwarded-Uri/-Method (Caddy, Traefik) were sent;                  the proxy must drop the ones it does not set (see dist/)",
+            ));
+        }
+        if nginx {
+            let url = required(h, "x-original-url")?;
             let bad = || ApiError::bad_request("X-Original-URL is not an absolute http(s) URL");
             let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
             if !scheme_ok(scheme) {
@@ -238,7 +249,7 @@ impl<'a> Target<'a> {
                 method: method(h, "x-original-method")?,
             });
         }
-        if h.contains_key("x-forwarded-uri") || h.contains_key("x-forwarded-host") {
+        if forwarded {
             let scheme = required(h, "x-forwarded-proto")?;
             if !scheme_ok(scheme) {
                 return Err(ApiError::bad_request(
@@ -739,6 +750,23 @@ mod tests {
         let mut h = headers(&nginx);
         h.append("x-original-url", HeaderValue::from_static("https://evil/"));
         assert!(Target::read(&h, true).is_err(), "twice");
+        let both = [
+            ("x-original-url", "https://public.site.lan/"),
+            ("x-original-method", "GET"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "pos.site.lan"),
+            ("x-forwarded-uri", "/admin"),
+        ];
+        for drop in 0..2 {
+            let mixed: Vec<_> = both
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != drop)
+                .map(|(_, p)| *p)
+                .collect();
+            assert!(Target::read(&headers(&mixed), true).is_err(), "ambiguous");
+        }
         let h = headers(&[("x-forwarded-host", "pos"), ("x-forwarded-uri", "/")]);
         assert!(Target::read(&h, true).is_err(), "no method, no proto");
         let h = headers(&[
