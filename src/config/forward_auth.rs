@@ -168,9 +168,11 @@ mod tests {
         let (key, why) = bad(|h| h.roles = "remote-user".into());
         assert_eq!(key, "forward_auth.headers.roles");
         assert!(why.contains("forward_auth.headers.user"), "{why}");
-        let mut h = IdentityHeaders::default();
-        h.via = String::new();
-        h.tenant = String::new();
+        let h = IdentityHeaders {
+            via: String::new(),
+            tenant: String::new(),
+            ..IdentityHeaders::default()
+        };
         assert_eq!(h.check(), Ok(()), "empty names leave headers out");
     }
 }
