@@ -9,8 +9,9 @@
 //!    Nothing a client writes into those headers can grant anything (design rule 10).
 //! 2. Which access rule decides (`app.access`), with the client address that
 //!    [`super::extract::origin`] resolves (network rules).
-//! 3. Who asks, unless the rule bypasses: [`crate::auth::Auth::identify`] on the session
-//!    cookie, an `eas_` bearer, or Basic credentials when `forward_auth.basic` is on.
+//! 3. Who asks, when the rule allows someone (not for a bypass or deny rule):
+//!    [`crate::auth::Auth::identify`] on the session cookie, an `eas_` bearer, or Basic
+//!    credentials when `forward_auth.basic` is on.
 //! 4. The answer: 200 with the identity headers ([`Prepared`]); 403 when a rule denies; when a
 //!    sign-in is needed, 401 with `WWW-Authenticate`, plus for a browser the login URL: in
 //!    `Location` on the 401 for nginx (which cannot follow a redirect from `auth_request`; its
@@ -484,7 +485,9 @@ async fn decide(
         ip,
     };
     let matched = rules(app).find(&request);
-    let principal = if matched.policy() == access::Policy::Bypass {
+    // Who asks matters only to a rule that allows someone; a bypass or deny rule answers
+    // without it (and a Basic credential is then not verified for nothing).
+    let principal = if matched.policy() != access::Policy::Allow {
         Principal::Anonymous
     } else {
         let credential = presented(h, p.basic);
