@@ -7,7 +7,12 @@
 //! Run: `cargo bench --bench core`. Figures go in docs/PERFORMANCE.md.
 
 // A test crate: unwrap, expect and panic are how it fails (Cargo.toml [lints] is for the product).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

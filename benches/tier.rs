@@ -7,7 +7,12 @@
 //! (no `--bench` argument) it runs one login per scenario as a smoke test.
 
 // A test crate: unwrap, expect and panic are how it fails (Cargo.toml [lints] is for the product).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 #[path = "../tests/support/fake_keycloak.rs"]
 #[allow(dead_code)]

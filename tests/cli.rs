@@ -497,3 +497,28 @@ fn a_client_secret_open_to_others_is_refused_like_ssh_does() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `edgeauth user list | head -1`: the pipe closes before the command writes. The read end
+    // is closed before the command starts, so its first write always meets a closed pipe.
+    let a = Appliance::new("");
+    a.add_user("mia", "mia-password", &[]);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = support::edgeauth()
+        .arg("--config")
+        .arg(&a.config)
+        .args(["user", "list"])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).is_empty(),
+        "no panic, no noise: {}",
+        stderr(&out)
+    );
+}

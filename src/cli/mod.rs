@@ -21,7 +21,15 @@ use crate::crypto::Secret;
 use crate::domain::DEFAULT_TENANT;
 use crate::error::AppError;
 
+/// `println!` for the CLI: through [`out::line`], so a closed pipe is not a panic.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::out::line(format_args!($($t)*))
+    };
+}
+
 mod ops;
+mod out;
 mod user;
 
 use ops::{diagnose, init, sync};
@@ -236,16 +244,19 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
                     serde_json::to_value(&c.rows).unwrap_or_default()
                 }
             };
-            println!(
+            outln!(
                 "database OK: {} users, {} sessions, {} audit rows, {} regulation counters",
-                v["users"], v["sessions"], v["audit"], v["regulation"]
+                v["users"],
+                v["sessions"],
+                v["audit"],
+                v["regulation"]
             );
             Ok(())
         }
         Command::Db(DbCommand::Backup { file }) => {
             let path = absolute(&file)?;
             let v = admin(&config, AdminRequest::DbBackup { path: path.clone() })?;
-            println!(
+            outln!(
                 "backup written to {} ({} users, {} sessions)",
                 path.display(),
                 v["rows"]["users"],
@@ -262,7 +273,7 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
                 print_json(&v);
             } else {
                 for row in v.as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "{:>6} {} {:<15} {}@{} {} {}{}",
                         row["id"],
                         row["at"].as_u64().map(rfc3339).unwrap_or_default(),
@@ -374,27 +385,33 @@ fn join(v: &Value) -> String {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 fn print_status(v: &Value) {
     let k = &v["keycloak"];
-    println!("mode:      {}", str_of(&v["mode"]));
-    println!("keycloak:  {}", str_of(&k["status"]));
+    outln!("mode:      {}", str_of(&v["mode"]));
+    outln!("keycloak:  {}", str_of(&k["status"]));
     let s = &v["sessions"];
-    println!(
+    outln!(
         "sessions:  {} active ({} keycloak, {} cached, {} local), {} expiring within the hour",
-        s["active"], s["keycloak"], s["cached"], s["local"], s["expiring_soon"]
+        s["active"],
+        s["keycloak"],
+        s["cached"],
+        s["local"],
+        s["expiring_soon"]
     );
-    println!("users:     {}", v["users"]);
+    outln!("users:     {}", v["users"]);
     let q = &v["sync"];
-    println!(
+    outln!(
         "sync:      {} pending, {} failed, {} dead",
-        q["pending"], q["failed"], q["dead"]
+        q["pending"],
+        q["failed"],
+        q["dead"]
     );
-    println!("started:   {}", str_of(&v["started_at"]));
+    outln!("started:   {}", str_of(&v["started_at"]));
     let st = &v["storage"];
-    println!(
+    outln!(
         "storage:   {}{}",
         str_of(&st["status"]),
         st["detail"]
@@ -404,21 +421,21 @@ fn print_status(v: &Value) {
     );
     let b = &v["backup"];
     match b["last_snapshot"].as_object() {
-        Some(s) => println!(
+        Some(s) => outln!(
             "snapshot:  {} {} ({} kept, key id {})",
             s.get("at").and_then(Value::as_str).unwrap_or(""),
             s.get("file").and_then(Value::as_str).unwrap_or(""),
             b["kept"],
             s.get("seal_key_id").and_then(Value::as_str).unwrap_or("")
         ),
-        None => println!("snapshot:  none yet (in {})", str_of(&b["dir"])),
+        None => outln!("snapshot:  none yet (in {})", str_of(&b["dir"])),
     }
     let alerts = v["alerts"].as_array().cloned().unwrap_or_default();
     if alerts.is_empty() {
-        println!("alerts:    none");
+        outln!("alerts:    none");
     }
     for a in alerts {
-        println!(
+        outln!(
             "ALERT {} [{}] since {}: {}",
             str_of(&a["name"]),
             str_of(&a["severity"]),

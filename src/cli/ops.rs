@@ -18,10 +18,10 @@ pub(super) fn sync(config: &Config, a: SyncArgs) -> Result<(), AppError> {
     } else if listing {
         let items = v.as_array().cloned().unwrap_or_default();
         if items.is_empty() {
-            println!("the sync queue is empty");
+            outln!("the sync queue is empty");
         }
         for i in items {
-            println!(
+            outln!(
                 "#{:<5} {:<16} {}@{} {} (attempts {}){}",
                 i["id"],
                 str_of(&i["kind"]),
@@ -36,7 +36,7 @@ pub(super) fn sync(config: &Config, a: SyncArgs) -> Result<(), AppError> {
             );
         }
     } else if once {
-        println!(
+        outln!(
             "sync: {} replayed, {} superseded, {} failed, {} dead; {} users pulled, {} disabled{}",
             v["replayed"],
             v["superseded"],
@@ -50,7 +50,7 @@ pub(super) fn sync(config: &Config, a: SyncArgs) -> Result<(), AppError> {
                 .unwrap_or_default()
         );
     } else {
-        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&v).unwrap_or_default());
     }
     Ok(())
 }
@@ -71,7 +71,7 @@ pub(super) fn diagnose(config: &Config, json: bool, tenant: &str) -> Result<(), 
         print_json(&serde_json::to_value(&checks).unwrap_or_default());
     } else {
         for c in &checks {
-            println!("{} {:<18} {}", c.result.label(), c.name, c.detail);
+            outln!("{} {:<18} {}", c.result.label(), c.name, c.detail);
         }
     }
     if checks.iter().all(|c| c.ok()) {
@@ -140,22 +140,22 @@ pub(super) fn init(args: &InitArgs) -> Result<(), AppError> {
     let (config, _) = Config::load(Some(&config_path))?;
     let data_dir = config.server.data_dir.clone();
     drop(App::open(config)?);
-    println!("wrote {}", config_path.display());
-    println!(
+    outln!("wrote {}", config_path.display());
+    outln!(
         "wrote {} (self-signed for {})",
         cert_path.display(),
         names.join(", ")
     );
-    println!("wrote {} (mode 0600)", key_path.display());
-    println!(
+    outln!("wrote {} (mode 0600)", key_path.display());
+    outln!(
         "created {} with the database and its sealing key",
         data_dir.display()
     );
-    println!(
+    outln!(
         "next: edgeauth --config {} user add NAME --local",
         config_path.display()
     );
-    println!("then: edgeauth --config {} serve", config_path.display());
+    outln!("then: edgeauth --config {} serve", config_path.display());
     Ok(())
 }
 
@@ -211,7 +211,7 @@ pub(super) fn restore(config: &Config, file: &Path) -> Result<(), AppError> {
     // The restored file opens as the server will open it (and is adopted by this key if it
     // recorded none).
     drop(App::open(config.clone())?);
-    println!(
+    outln!(
         "restored {} into {} ({} users, {} sessions, {} audit rows; key id {})",
         file.display(),
         dest.display(),
@@ -221,7 +221,7 @@ pub(super) fn restore(config: &Config, file: &Path) -> Result<(), AppError> {
         key_id_hex(sealer.id())
     );
     if let Some(k) = kept {
-        println!("the replaced database is kept as {}", k.display());
+        outln!("the replaced database is kept as {}", k.display());
     }
     Ok(())
 }

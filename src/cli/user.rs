@@ -31,7 +31,7 @@ pub(super) fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
                     },
                 },
             )?;
-            println!(
+            outln!(
                 "added {}@{} ({})",
                 str_of(&v["username"]),
                 str_of(&v["tenant"]),
@@ -43,12 +43,15 @@ pub(super) fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
             if json {
                 print_json(&v);
             } else {
-                println!(
+                outln!(
                     "{:<24} {:<12} {:<9} {:<8} ROLES",
-                    "USERNAME", "TENANT", "SOURCE", "ENABLED"
+                    "USERNAME",
+                    "TENANT",
+                    "SOURCE",
+                    "ENABLED"
                 );
                 for u in v.as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "{:<24} {:<12} {:<9} {:<8} {}",
                         str_of(&u["username"]),
                         str_of(&u["tenant"]),
@@ -74,21 +77,21 @@ pub(super) fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
             if json {
                 print_json(&v);
             } else {
-                println!("username:         {}", str_of(&v["username"]));
-                println!("tenant:           {}", str_of(&v["tenant"]));
-                println!("source:           {}", str_of(&v["source"]));
-                println!("enabled:          {}", v["enabled"]);
-                println!("roles:            {}", join(&v["roles"]));
-                println!("groups:           {}", join(&v["groups"]));
-                println!(
+                outln!("username:         {}", str_of(&v["username"]));
+                outln!("tenant:           {}", str_of(&v["tenant"]));
+                outln!("source:           {}", str_of(&v["source"]));
+                outln!("enabled:          {}", v["enabled"]);
+                outln!("roles:            {}", join(&v["roles"]));
+                outln!("groups:           {}", join(&v["groups"]));
+                outln!(
                     "created:          {}",
                     v["created_at"].as_u64().map(rfc3339).unwrap_or_default()
                 );
-                println!(
+                outln!(
                     "updated:          {}",
                     v["updated_at"].as_u64().map(rfc3339).unwrap_or_default()
                 );
-                println!(
+                outln!(
                     "last online auth: {}",
                     v["last_online_auth"]
                         .as_u64()
@@ -106,9 +109,11 @@ pub(super) fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
                     enabled: false,
                 },
             )?;
-            println!(
+            outln!(
                 "disabled {}@{}; {} sessions ended",
-                u.name, u.tenant, v["revoked_sessions"]
+                u.name,
+                u.tenant,
+                v["revoked_sessions"]
             );
         }
         UserCommand::Enable(u) => {
@@ -120,7 +125,7 @@ pub(super) fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
                     enabled: true,
                 },
             )?;
-            println!("enabled {}@{}", u.name, u.tenant);
+            outln!("enabled {}@{}", u.name, u.tenant);
         }
         UserCommand::Remove(u) => {
             let v = admin(
@@ -130,9 +135,11 @@ pub(super) fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
                     username: u.name.clone(),
                 },
             )?;
-            println!(
+            outln!(
                 "removed {}@{}; {} sessions deleted",
-                u.name, u.tenant, v["deleted_sessions"]
+                u.name,
+                u.tenant,
+                v["deleted_sessions"]
             );
         }
         UserCommand::Group(g) => {
@@ -157,7 +164,7 @@ pub(super) fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
                     join,
                 },
             )?;
-            println!("{name}@{tenant} groups: {}", self::join(&v["groups"]));
+            outln!("{name}@{tenant} groups: {}", self::join(&v["groups"]));
         }
         UserCommand::Passwd {
             user,
@@ -172,9 +179,11 @@ pub(super) fn user(config: &Config, cmd: UserCommand) -> Result<(), AppError> {
                     password,
                 },
             )?;
-            println!(
+            outln!(
                 "password set for {}@{}; {} sessions ended",
-                user.name, user.tenant, v["revoked_sessions"]
+                user.name,
+                user.tenant,
+                v["revoked_sessions"]
             );
         }
     }
