@@ -2,7 +2,8 @@
 # Runs every cargo-fuzz target in fuzz/ for a bounded time each and fails if one crashes:
 #   scripts/fuzz.sh [SECONDS]      (default 60 per target)
 #
-# Targets (fuzz/fuzz_targets/): config (TOML text -> Config + validate), router (the HTTP
+# Targets (fuzz/fuzz_targets/): config (TOML text -> Config + validate), access (the access
+# rules and path normalisation on any request), router (the HTTP
 # router in-process: methods, paths, headers, cookies, bearers, forwarded addresses, JSON
 # bodies) and jwt (JWKS documents and tokens). Each starts from its seed corpus in
 # fuzz/seeds/TARGET (kept small, in the repo; never written to: new inputs go to a temp dir).

@@ -32,6 +32,8 @@ pub struct App {
     pub upstream: Arc<Upstream>,
     pub auth: Arc<Auth>,
     pub sync: Arc<Syncer>,
+    /// The access rules forward-auth asks (`[access]`, compiled once).
+    pub access: Arc<crate::access::Rules>,
     pub alert_log: AlertLog,
     /// Set when a proxy on this box is not named in `server.trusted_proxies` (an alert).
     pub local_proxy: crate::status::LocalProxyHint,
@@ -114,7 +116,9 @@ impl App {
             config: config.keycloak.sync.clone(),
             wakeup: sync_wakeup,
         }));
+        let access = Arc::new(crate::access::Rules::new(&config.access));
         Ok(Arc::new(App {
+            access,
             config: Arc::new(config),
             store,
             hasher,

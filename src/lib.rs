@@ -8,6 +8,7 @@
 //! * the top: [`cli`], [`serve`] and [`error`] parse, run and map errors to exit codes;
 //! * the composition root: [`app`] builds every service from its narrow parts; only the top,
 //!   [`http`], [`admin`] and the task runners ([`maintenance`]) see `App`;
+//! * [`access`]: the access rules forward-auth asks about a request and a principal's subject;
 //! * services: [`auth`] (login, sessions, principal, passwords, accounts, token refresher) and
 //!   [`sync`] (the durable queue, replay, pull);
 //! * rules: [`policy`] (degraded mode, regulation, offline window and grace) and [`status`];
@@ -16,6 +17,7 @@
 //! * leaves: [`store`] (the only thing that touches the database), [`crypto`], [`clock`],
 //!   [`config`], [`domain`], [`metrics`], [`tls`].
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -39,6 +39,9 @@ pub struct UserView {
     pub tenant: String,
     pub source: Source,
     pub roles: Vec<String>,
+    /// `client:role` for every client the user's last token named (access rules see them).
+    #[serde(default)]
+    pub client_roles: Vec<String>,
     pub groups: Vec<String>,
     pub enabled: bool,
     pub has_password: bool,
@@ -54,6 +57,7 @@ impl From<&UserRecord> for UserView {
             tenant: u.tenant.to_string(),
             source: u.source,
             roles: u.roles.clone(),
+            client_roles: u.client_roles.clone(),
             groups: u.groups.clone(),
             enabled: u.enabled,
             has_password: u.password_hash.is_some(),

@@ -28,10 +28,12 @@ macro_rules! outln {
     };
 }
 
+mod access;
 mod ops;
 mod out;
 mod user;
 
+pub use access::{AccessCommand, CheckArgs};
 use ops::{diagnose, init, sync};
 use user::user;
 
@@ -77,6 +79,9 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_TENANT)]
         tenant: String,
     },
+    /// Access rules: `access check` says which rule decides a request and why.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// The newest audit rows (logins, logouts, password and account changes).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -267,6 +272,7 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
         Command::Db(DbCommand::Restore { file }) => ops::restore(&config, &absolute(&file)?),
         Command::Diagnose { json, tenant } => diagnose(&config, json, &tenant),
         Command::Sync(args) => sync(&config, args),
+        Command::Access(cmd) => access::access(&config, cmd),
         Command::Audit { limit, json } => {
             let v = admin(&config, AdminRequest::Audit { limit })?;
             if json {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub mod access;
 pub mod forward_auth;
 mod url;
 pub(crate) mod validate;
@@ -76,6 +77,8 @@ pub struct Config {
     pub backup: BackupConfig,
     pub web: web::WebConfig,
     pub forward_auth: forward_auth::ForwardAuthConfig,
+    /// Access rules for forward-auth (`crate::access` matches them).
+    pub access: access::AccessConfig,
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Where this config came from (a file path, or the embedded defaults); for messages.
     #[serde(skip)]

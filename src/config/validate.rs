@@ -281,6 +281,9 @@ impl Config {
         if let Err((key, why)) = self.forward_auth.headers.check() {
             return Err(err(&key, why));
         }
+        if let Err((key, why)) = self.access.check() {
+            return Err(err(&key, why));
+        }
         for name in self.tenants.keys() {
             if let Err(why) = crate::domain::validate_tenant(name) {
                 return Err(err(&format!("tenants.{name}"), why));

@@ -308,12 +308,15 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Merges a repeated `[server]` header written by a test's `extra` into one table.
+/// Merges a repeated `[server]` header written by a test's `extra` into one table. Each
+/// `[[array.of.tables]]` header starts its own table, as in TOML.
 fn fix_sections(text: &str) -> String {
     let mut tables: Vec<(String, Vec<String>)> = vec![(String::new(), Vec::new())];
     for line in text.lines() {
         let t = line.trim();
-        if t.starts_with('[') && t.ends_with(']') {
+        if t.starts_with("[[") && t.ends_with("]]") {
+            tables.push((t.to_owned(), Vec::new()));
+        } else if t.starts_with('[') && t.ends_with(']') {
             let name = t.to_owned();
             if !tables.iter().any(|(n, _)| *n == name) {
                 tables.push((name.clone(), Vec::new()));
