@@ -622,3 +622,130 @@ fn the_session_cookie_covers_the_cookie_domain() {
     let r = verify(&a, &with(&forwarded("GET"), &[("Cookie", c)]));
     assert_eq!(r.status, 200);
 }
+
+/// Rules in the order they are tried; BASE's proxy and the users of [`local_appliance`].
+const RULES: &str = r#"
+[[access.rules]]
+paths = ["/health"]
+policy = "bypass"
+
+[[access.rules]]
+hosts = ["pos.site.lan"]
+roles = ["cashier"]
+policy = "allow"
+
+[[access.rules]]
+networks = ["10.9.0.0/16"]
+policy = "deny"
+
+[[access.rules]]
+hosts = ["intranet.site.lan"]
+networks = ["10.7.0.0/16"]
+policy = "bypass"
+"#;
+
+fn url(host_path: &str) -> [(&'static str, String); 2] {
+    [
+        ("X-Original-URL", format!("https://{host_path}")),
+        ("X-Original-Method", "GET".to_owned()),
+    ]
+}
+
+fn ask(a: &Appliance, target: &[(&'static str, String); 2], more: &[(&str, &str)]) -> Raw {
+    let mut h: Vec<(&str, &str)> = target.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.extend_from_slice(more);
+    verify(a, &h)
+}
+
+#[test]
+fn access_rules_decide_and_denied_is_403() {
+    let a = local_appliance(RULES);
+    a.add_user("carol", "carol-password", &["--role", "cashier"]);
+    let alice = cookie(&a, "alice", "alice-password");
+    let carol = cookie(&a, "carol", "carol-password");
+
+    // A bypass rule: 200 without identity, signed in or not.
+    for c in ["", alice.as_str()] {
+        let r = ask(&a, &url("wiki.site.lan/health"), &[("Cookie", c), API]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("remote-user"), None);
+    }
+    // Signed in, but the rule wants a cashier: 403, JSON, no identity; carol is one.
+    let r = ask(
+        &a,
+        &url("pos.site.lan/till"),
+        &[("Cookie", &alice), BROWSER],
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
+    assert_eq!(
+        (r.header("remote-user"), r.header("location")),
+        (None, None)
+    );
+    let r = ask(&a, &url("POS.site.lan:443/till"), &[("Cookie", &carol)]);
+    assert_eq!((r.status, r.header("remote-user")), (200, Some("carol")));
+    // Not signed in, on a rule that needs someone: sign in first.
+    let r = ask(&a, &url("pos.site.lan/till"), &[BROWSER]);
+    assert_eq!(r.status, 401);
+    assert!(r.header("location").unwrap().starts_with(LOGIN));
+    // The same in the Caddy/Traefik dialect: 403 for alice, 302 for a browser.
+    let pos = |m| {
+        let mut f = forwarded(m);
+        f[2] = ("X-Forwarded-Host", "pos.site.lan");
+        f
+    };
+    let r = verify(&a, &with(&pos("GET"), &[("Cookie", &alice)]));
+    assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
+    let h = verify_as(&a, PROXY, "HEAD", &with(&pos("GET"), &[("Cookie", &alice)]));
+    assert_eq!((h.status, h.body.as_str()), (403, ""));
+    let r = verify(&a, &with(&pos("GET"), &[BROWSER]));
+    assert_eq!(r.status, 302);
+    // The default policy (signed_in) elsewhere.
+    let r = ask(&a, &url("wiki.site.lan/page"), &[("Cookie", &alice)]);
+    assert_eq!((r.status, r.header("remote-user")), (200, Some("alice")));
+    // The access log says which rule refused.
+    assert!(
+        a.log().contains("verify outcome=forbidden rule=1 "),
+        "{}",
+        a.log()
+    );
+}
+
+#[test]
+fn network_rules_see_the_client_the_listener_resolves() {
+    let a = local_appliance(RULES);
+    let alice = cookie(&a, "alice", "alice-password");
+    // The proxy says the client is 10.9.1.1: the network deny rule refuses even alice.
+    let r = ask(
+        &a,
+        &url("wiki.site.lan/"),
+        &[("Cookie", &alice), ("X-Forwarded-For", "10.9.1.1")],
+    );
+    assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
+    // The intranet is open to 10.7/16: from there, no sign-in.
+    let r = ask(
+        &a,
+        &url("intranet.site.lan/"),
+        &[("X-Forwarded-For", "10.7.0.5"), API],
+    );
+    assert_eq!(r.status, 200);
+    // A client elsewhere that writes 10.7.0.5 into its own X-Forwarded-For, which the proxy
+    // appends to: the right-most untrusted entry is the client, and it is not let in.
+    let r = ask(
+        &a,
+        &url("intranet.site.lan/"),
+        &[("X-Forwarded-For", "10.7.0.5, 192.168.1.20"), API],
+    );
+    assert_eq!(r.status, 401);
+    // From an untrusted peer, nothing it says about the request or the client counts.
+    let mut h: Vec<(&str, &str)> = vec![
+        ("X-Original-URL", "https://intranet.site.lan/"),
+        ("X-Original-Method", "GET"),
+        ("X-Forwarded-For", "10.7.0.5"),
+    ];
+    let r = verify_as(&a, "127.0.0.2", "GET", &h);
+    assert_eq!((r.status, r.code().as_str()), (403, "untrusted_proxy"));
+    h.push(("Cookie", &alice));
+    let r = verify_as(&a, "127.0.0.2", "GET", &h);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("remote-user"), None);
+}

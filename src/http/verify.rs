@@ -7,7 +7,7 @@
 //!    asked: 403 `untrusted_proxy` when it sent them, 400 when nobody did. Both dialects at
 //!    once is 400 (one of them came from the client through a proxy that passed it on).
 //!    Nothing a client writes into those headers can grant anything (design rule 10).
-//! 2. Which access rule decides (`app.access`), with the client address that
+//! 2. Which access rule decides (`app.access`, [`crate::access`]), with the client address that
 //!    [`super::extract::origin`] resolves (network rules).
 //! 3. Who asks, when the rule allows someone (not for a bypass or deny rule):
 //!    [`crate::auth::Auth::identify`] on the session cookie, an `eas_` bearer, or Basic
@@ -34,6 +34,7 @@ use super::api::Note;
 use super::error::ApiError;
 use super::extract::{COOKIE_NAME, origin};
 use super::redirect::{login_url, public_base};
+use crate::access;
 use crate::app::App;
 use crate::auth::principal::{Credential, Principal, Subject};
 use crate::auth::{AuthError, Client};
@@ -484,7 +485,7 @@ async fn decide(
         method: t.method,
         ip,
     };
-    let matched = rules(app).find(&request);
+    let matched = app.access.find(&request);
     // Who asks matters only to a rule that allows someone; a bypass or deny rule answers
     // without it (and a Basic credential is then not verified for nothing).
     let principal = if matched.policy() != access::Policy::Allow {
@@ -544,66 +545,6 @@ async fn decide(
 
 fn rule_name(rule: Option<usize>) -> String {
     rule.map_or_else(|| "default".to_owned(), |i| i.to_string())
-}
-
-// A stand-in for `crate::access` until it lands: the default policy `signed_in` only.
-fn rules(_app: &App) -> &'static access::Rules {
-    &access::Rules
-}
-
-mod access {
-    use std::net::IpAddr;
-
-    use crate::auth::principal::Subject;
-
-    #[allow(dead_code)]
-    pub struct Request<'a> {
-        pub host: &'a str,
-        pub path: &'a str,
-        pub method: &'a str,
-        pub ip: Option<IpAddr>,
-    }
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    #[allow(dead_code)]
-    pub enum Policy {
-        Bypass,
-        Allow,
-        Deny,
-    }
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    #[allow(dead_code)]
-    pub enum Verdict {
-        Bypass,
-        Allow,
-        SignIn,
-        Deny,
-    }
-    pub struct Decision {
-        pub verdict: Verdict,
-        pub rule: Option<usize>,
-    }
-    pub struct Rules;
-    pub struct Matched;
-    impl Rules {
-        pub fn find(&self, _: &Request<'_>) -> Matched {
-            Matched
-        }
-    }
-    impl Matched {
-        pub fn policy(&self) -> Policy {
-            Policy::Allow
-        }
-        pub fn decide(&self, s: Option<&Subject<'_>>) -> Decision {
-            Decision {
-                verdict: if s.is_some() {
-                    Verdict::Allow
-                } else {
-                    Verdict::SignIn
-                },
-                rule: None,
-            }
-        }
-    }
 }
 
 #[cfg(test)]
