@@ -796,3 +796,288 @@ fn diagnose_and_logins_through_a_proxy_that_alone_resolves_keycloak() {
     wait_status(&a, "online");
     assert_mode(&a.login("alice", "alice-password-1"), "keycloak");
 }
+
+// ---- Keycloak access tokens as bearers (issue 13 §2) ----
+
+/// The password grant as the edgeauth client through `proxy`: Keycloak names the issuer after
+/// the host it was asked on, so the token's `iss` is the one the appliance behind the proxy
+/// discovered.
+fn grant_via(proxy: &FaultProxy, kc: &RealKeycloak, user: &str, password: &str) -> String {
+    let mut res = support::agent()
+        .post(format!(
+            "{}/realms/{}/protocol/openid-connect/token",
+            proxy.url(),
+            kc.realm
+        ))
+        .send_form([
+            ("grant_type", "password"),
+            ("client_id", kc.client_id.as_str()),
+            ("client_secret", kc.client_secret.as_str()),
+            ("username", user),
+            ("password", password),
+        ])
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.body_mut().read_json().unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn b64url_decode(s: &str) -> Vec<u8> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let vals: Vec<u32> = s
+        .bytes()
+        .map(|c| A.iter().position(|&x| x == c).unwrap() as u32)
+        .collect();
+    let mut out = Vec::new();
+    for chunk in vals.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &v)| n | v << (18 - 6 * i));
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+fn assert_token_refused(a: &Appliance, token: &str, reason: &str, what: &str) {
+    let r = a.check_session(token);
+    assert_eq!(
+        (r.status, r.body["reason"].as_str()),
+        (401, Some(reason)),
+        "{what}: {}",
+        r.text
+    );
+}
+
+fn assert_token_is(a: &Appliance, token: &str, user: &str) -> serde_json::Value {
+    let r = a.check_session(token);
+    assert_eq!(
+        (
+            r.status,
+            r.body["via"].as_str(),
+            r.body["mode"].as_str(),
+            r.body["user"]["username"].as_str()
+        ),
+        (200, Some("keycloak_token"), Some("keycloak"), Some(user)),
+        "{}\n{}",
+        r.text,
+        a.log()
+    );
+    r.body
+}
+
+/// Variants of a real token that must each be refused: its payload with an added role under
+/// the real signature, `alg: none`, HS256 keyed with the realm's public key, and the real
+/// payload signed by a key Keycloak never published.
+fn forgeries(real: &str, n: &str) -> Vec<(&'static str, String)> {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let parts: Vec<&str> = real.split('.').collect();
+    let mut claims: serde_json::Value = serde_json::from_slice(&b64url_decode(parts[1])).unwrap();
+    claims["realm_access"]["roles"] = json!(["staff", "edgeauth-operator"]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64url(claims.to_string().as_bytes()),
+        parts[2]
+    );
+    let none = format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    let kid = kid_of(real).unwrap();
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some(kid);
+    let hs = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(n.as_bytes())).unwrap();
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("e2e-unknown-kid".into());
+    let key = include_str!("fixtures/fake-keycloak-key-3.pem");
+    let unknown = jsonwebtoken::encode(
+        &h,
+        &claims,
+        &EncodingKey::from_rsa_pem(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    vec![
+        ("tampered payload", tampered),
+        ("alg none", none),
+        ("HS256 keyed with the public key", hs),
+        ("unknown kid", unknown),
+    ]
+}
+
+/// The modulus of the realm's key that signed `token`, as published in its JWKS.
+fn public_n(jwks_url: &str, token: &str) -> String {
+    let jwks: serde_json::Value = support::agent()
+        .get(jwks_url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let kid = kid_of(token).unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .and_then(|k| k["n"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_real_keycloak_token_is_a_bearer_online_and_with_the_wan_cut() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let (proxy, a) = behind_proxy(kc, "");
+    let token = grant_via(&proxy, kc, "alice", "alice-password-1");
+    let body = assert_token_is(&a, &token, "alice");
+    let roles = strings(&body["user"]["roles"]);
+    for role in ["staff", "operator"] {
+        assert!(roles.contains(&role.to_owned()), "{role} in {roles:?}");
+    }
+    assert!(
+        strings(&body["user"]["client_roles"]).contains(&"edgeauth:operator".to_owned()),
+        "{body}"
+    );
+    assert_eq!(strings(&body["user"]["groups"]), ["front-desk"]);
+    let n = public_n(
+        &format!(
+            "{}/realms/{}/protocol/openid-connect/certs",
+            proxy.url(),
+            kc.realm
+        ),
+        &token,
+    );
+    let forged = forgeries(&token, &n);
+    for (what, t) in &forged {
+        assert_token_refused(&a, t, "token_invalid", what);
+    }
+
+    // The WAN is cut: the same token still verifies from the stored JWKS, the forgeries don't.
+    cut(&proxy, &a);
+    let t = Instant::now();
+    assert_token_is(&a, &token, "alice");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "no call: {:?}",
+        t.elapsed()
+    );
+    for (what, t) in &forged {
+        assert_token_refused(&a, t, "token_invalid", what);
+    }
+    proxy.set(Fault::Pass);
+}
+
+#[test]
+fn a_real_token_is_refused_expired_on_the_appliances_clock_or_for_another_client() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    let grant = kc
+        .direct_grant("bob", "bob-password-1")
+        .expect("bob's grant");
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    let a = started(wired(kc, ""));
+    assert_token_is(&a, &token, "bob");
+    drop(a);
+    // The appliance's clock 10 minutes ahead of Keycloak's: a 5-minute token has expired
+    // there, whatever the system clock of Keycloak says.
+    let mut ahead = wired(kc, "");
+    ahead.start_with(support::clock_shifted("+10m"), &[]);
+    wait_status(&ahead, "online");
+    assert_token_refused(&ahead, &token, "session_expired", "expired");
+    drop(ahead);
+    // An appliance that accepts only the "pos" app's tokens: edgeauth's is refused.
+    let pos = started(wired(kc, "[bearer]\naudiences = [\"pos\"]\n"));
+    assert_token_refused(&pos, &token, "token_invalid", "wrong audience");
+}
+
+#[test]
+fn real_introspection_refuses_a_token_after_a_central_logout() {
+    let _one = real_keycloak::exclusive();
+    let kc = real_keycloak::shared();
+    // Keycloak 26.7 introspects a token only for a client in its aud: a realm of this test's
+    // own whose client has the Audience mapper the README asks for (the shared realm is left
+    // as it is).
+    let user = unique("tess");
+    let (client, secret) = ("edgeauth-aud", "aud-test-secret");
+    let realm = kc.create_realm(
+        &unique("aud"),
+        client,
+        secret,
+        &[(&user, "tess-password-1")],
+    );
+    let base = format!("/realms/{}", realm.name);
+    let clients = kc.admin_root("GET", &format!("{base}/clients?clientId={client}"), None);
+    let id = clients[0]["id"].as_str().unwrap().to_owned();
+    kc.admin_root(
+        "POST",
+        &format!("{base}/clients/{id}/protocol-mappers/models"),
+        Some(json!({
+            "name": "edgeauth audience",
+            "protocol": "openid-connect",
+            "protocolMapper": "oidc-audience-mapper",
+            "config": {
+                "included.client.audience": client,
+                "access.token.claim": "true",
+                "id.token.claim": "false",
+            },
+        })),
+    );
+    let a = started(appliance_at(
+        &kc.url,
+        &realm.name,
+        client,
+        secret,
+        &format!(
+            "[keycloak]\nhealth_url = \"{}\"\n[bearer]\nintrospect = true\nintrospect_cache = \"1s\"\n",
+            kc.health_url
+        ),
+    ));
+    let mut res = support::agent()
+        .post(format!("{}{base}/protocol/openid-connect/token", kc.url))
+        .send_form([
+            ("grant_type", "password"),
+            ("client_id", client),
+            ("client_secret", secret),
+            ("username", user.as_str()),
+            ("password", "tess-password-1"),
+        ])
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let grant: serde_json::Value = res.body_mut().read_json().unwrap();
+    let token = grant["access_token"].as_str().unwrap().to_owned();
+    assert_token_is(&a, &token, &user);
+    assert_eq!(
+        metric(
+            &a,
+            "edgeauth_keycloak_calls_total{kind=\"introspect\",outcome=\"ok\"}"
+        ),
+        1.0
+    );
+    let users = kc.admin_root(
+        "GET",
+        &format!("{base}/users?username={user}&exact=true"),
+        None,
+    );
+    let uid = users[0]["id"].as_str().unwrap().to_owned();
+    kc.admin_root("POST", &format!("{base}/users/{uid}/logout"), None);
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_token_refused(&a, &token, "revoked", "after central logout");
+    drop(a);
+    drop(realm);
+}

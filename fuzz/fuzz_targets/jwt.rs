@@ -5,7 +5,9 @@
 //! tokens; without a JWKS part the fake Keycloak's test keys are used.
 #![no_main]
 
-use edgeauth::keycloak::token::{Jwks, claims_unverified, issued_at};
+use edgeauth::keycloak::token::{
+    BearerRules, Jwks, claims_unverified, is_jwt_shaped, issued_at, peek_issuer,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// The fake Keycloak's test keys (n, e, kid): a JWKS that real signatures are checked against.
@@ -41,6 +43,13 @@ fuzz_target!(|data: &[u8]| {
         // Verified: a JWS signed by one of the keys, so three parts and a known issuer.
         assert_eq!(token.split('.').count(), 3);
         let _ = claims.roles("edgeauth");
+    }
+    // A presented bearer: only an allowed alg, an access token, within its times.
+    let _ = (is_jwt_shaped(token), peek_issuer(token));
+    if let Ok(claims) = jwks.verify_access(token, issuer, &BearerRules::default(), 1_800_000_000) {
+        assert_eq!(token.split('.').count(), 3);
+        assert_eq!(claims.typ.as_deref(), Some("Bearer"));
+        let _ = claims.issued_to(&["edgeauth".to_owned()]);
     }
     if let Ok(claims) = claims_unverified(token) {
         let _ = claims.roles("edgeauth");

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod basic;
+pub mod bearer;
 pub mod login;
 pub mod password;
 pub mod principal;
@@ -95,7 +96,7 @@ impl From<HashError> for AuthError {
 }
 
 /// Who is asking: recorded in the audit log and used by regulation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Client {
     pub ip: Option<IpAddr>,
 }
@@ -135,6 +136,8 @@ pub struct Settings {
     pub session_idle: u64,
     /// `forward_auth.basic_cache_ttl`, seconds.
     pub basic_cache_ttl: u64,
+    /// Keycloak access tokens as bearers (`[bearer]`).
+    pub bearer: bearer::BearerPolicy,
 }
 
 impl Settings {
@@ -144,6 +147,7 @@ impl Settings {
             session_ttl: config.auth.session_ttl.as_secs(),
             session_idle: config.auth.session_idle.as_secs(),
             basic_cache_ttl: config.forward_auth.basic_cache_ttl.as_secs(),
+            bearer: bearer::BearerPolicy::from_config(config),
         }
     }
 }
@@ -178,6 +182,8 @@ pub struct Auth {
     activity: Activity,
     /// Basic credentials verified lately (forward-auth).
     basic: basic::BasicCache,
+    /// Verified Keycloak access tokens and introspection answers.
+    bearer_cache: bearer::TokenCache,
 }
 
 impl Auth {
@@ -192,6 +198,7 @@ impl Auth {
             upstream: p.upstream,
             metrics: p.metrics,
             queue: p.queue,
+            bearer_cache: bearer::TokenCache::new(p.settings.bearer.cache_size),
             settings: p.settings,
             activity: Activity::default(),
             basic,

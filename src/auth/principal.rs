@@ -1,7 +1,8 @@
 //! Who a request is: one answer for every endpoint. A request presents a [`Credential`] (a
-//! session id, from the session cookie or an `eas_` bearer; HTTP Basic at forward-auth; the
-//! HTTP layer reads the headers), and [`Auth::identify`] turns it into a [`Principal`].
-//! Keycloak access tokens and appliance-issued tokens become more kinds of [`Credential`] here.
+//! session id from the session cookie or an `eas_` bearer, a Keycloak access token as a
+//! bearer, or HTTP Basic at forward-auth; the HTTP layer reads the headers), and
+//! [`Auth::identify`] turns it into a [`Principal`]. Appliance-issued tokens become more kinds
+//! of [`Credential`] here.
 
 use std::sync::Arc;
 
@@ -11,11 +12,29 @@ use crate::crypto::{Secret, SessionDigest, SessionId};
 use crate::domain::AuthMode;
 use crate::store::users::UserRecord;
 
+/// A Keycloak access token as presented (a JWT). Never shown: its Debug is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken(***)")
+    }
+}
+
 /// What a request presents to say who it is.
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// A session id (`eas_...`), from the session cookie or `Authorization: Bearer`.
     Session(SessionId),
+    /// Something shaped like a JWT (not `eas_`): a Keycloak access token, to be verified.
+    KeycloakToken(AccessToken),
     /// `Authorization: Basic` (forward-auth only, when `forward_auth.basic` is on): verified like
     /// a login, without a session ([`super::basic`]). The username is as sent, unparsed.
     Basic { username: String, password: Secret },
@@ -28,6 +47,9 @@ impl Credential {
     pub fn from_token(token: Option<&str>) -> Option<Credential> {
         token.map(|t| match SessionId::parse(t) {
             Some(id) => Credential::Session(id),
+            None if crate::keycloak::token::is_jwt_shaped(t) => {
+                Credential::KeycloakToken(AccessToken(t.to_owned()))
+            }
             None => Credential::Malformed,
         })
     }
@@ -36,7 +58,7 @@ impl Credential {
     pub fn session_digest(&self) -> Option<SessionDigest> {
         match self {
             Credential::Session(id) => Some(id.digest()),
-            Credential::Basic { .. } | Credential::Malformed => None,
+            Credential::KeycloakToken(_) | Credential::Basic { .. } | Credential::Malformed => None,
         }
     }
 }
@@ -50,6 +72,8 @@ pub enum Principal {
     Invalid(InvalidReason),
     /// A signed-in user, through a valid session.
     Session(Box<ValidSession>),
+    /// A signed-in user, through a Keycloak access token that verified.
+    Token(std::sync::Arc<TokenPrincipal>),
     /// A user whose Basic credentials were verified for this request (no session).
     Basic(Box<BasicUser>),
 }
@@ -62,11 +86,35 @@ pub struct BasicUser {
     pub mode: AuthMode,
 }
 
+/// What a verified Keycloak access token says about its user, read once from its claims in
+/// the same shape a login stores (design rule 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPrincipal {
+    pub tenant: crate::domain::Tenant,
+    /// `preferred_username` (else `sub`).
+    pub username: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// Realm roles and the tenant client's roles.
+    pub roles: Vec<String>,
+    /// Every client role, as `client:role`.
+    pub client_roles: Vec<String>,
+    pub groups: Vec<String>,
+    /// The token's `exp` (Unix seconds).
+    pub expires_at: u64,
+    /// The client it was issued to (`azp`).
+    pub client: Option<String>,
+    /// Its `aud` names the tenant's client, which Keycloak requires to introspect it.
+    pub introspectable: bool,
+}
+
 /// How a principal proved who it is (the `Remote-Via`-style detail for logs and headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
     /// The site session (cookie or `eas_` bearer).
     Session,
+    /// A Keycloak access token as a bearer.
+    KeycloakToken,
     /// HTTP Basic credentials, verified per request (cached briefly).
     Basic,
 }
@@ -75,6 +123,7 @@ impl Via {
     pub fn as_str(self) -> &'static str {
         match self {
             Via::Session => "session",
+            Via::KeycloakToken => "keycloak_token",
             Via::Basic => "basic",
         }
     }
@@ -111,6 +160,17 @@ impl Principal {
                 auth_mode: v.mode,
                 via: Via::Session,
             }),
+            Principal::Token(t) => Some(Subject {
+                tenant: t.tenant.as_str(),
+                username: &t.username,
+                name: t.name.as_deref(),
+                email: t.email.as_deref(),
+                roles: &t.roles,
+                client_roles: &t.client_roles,
+                groups: &t.groups,
+                auth_mode: AuthMode::Keycloak,
+                via: Via::KeycloakToken,
+            }),
             Principal::Basic(b) => Some(Subject {
                 tenant: b.user.tenant.as_str(),
                 username: b.user.username.as_str(),
@@ -130,21 +190,43 @@ impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         match self {
             Principal::Session(v) => v.user.roles.iter().any(|r| r == role),
+            Principal::Token(t) => t.roles.iter().any(|r| r == role),
             Principal::Basic(b) => b.user.roles.iter().any(|r| r == role),
             Principal::Anonymous | Principal::Invalid(_) => false,
         }
     }
 }
 
+/// How to identify: what the endpoint (or the access rule that matched) asks for besides
+/// the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identify {
+    /// Introspect a Keycloak access token (RFC 7662) while Keycloak is reachable, whatever
+    /// `bearer.introspect` says (an access rule's `introspect`).
+    pub introspect: bool,
+    /// Who asks (regulation and the audit of Basic credentials count against this address).
+    pub client: Client,
+}
+
 impl Auth {
-    /// Who presents `credential`, asked from `client`. A session reads only (the hot path,
-    /// design rule 8). Basic credentials are a login without a session: a wrong one is
-    /// `InvalidCredentials` (counted by regulation), a banned user or address
-    /// `TooManyAttempts`; a verified one is remembered briefly, so most requests only read.
+    /// Who presents `credential`, with the default options. Reads only (the hot path, design
+    /// rule 8); a Keycloak access token may cost a JWKS refetch or an introspection call.
     pub async fn identify(
         self: &Arc<Self>,
         credential: Option<&Credential>,
-        client: Client,
+    ) -> Result<Principal, AuthError> {
+        self.identify_with(credential, Identify::default()).await
+    }
+
+    /// Who presents `credential`, with `options` (the verify handler passes the matched
+    /// access rule's and the client's address). Basic credentials are a login without a
+    /// session: a wrong one is `InvalidCredentials` (counted by regulation), a banned user or
+    /// address `TooManyAttempts`; a verified one is remembered briefly, so most requests only
+    /// read.
+    pub async fn identify_with(
+        self: &Arc<Self>,
+        credential: Option<&Credential>,
+        options: Identify,
     ) -> Result<Principal, AuthError> {
         Ok(match credential {
             None => Principal::Anonymous,
@@ -153,8 +235,10 @@ impl Auth {
                 SessionCheck::Valid(v) => Principal::Session(v),
                 SessionCheck::Invalid(r) => Principal::Invalid(r),
             },
+            Some(Credential::KeycloakToken(t)) => self.identify_token(t, options).await,
             Some(Credential::Basic { username, password }) => {
-                self.identify_basic(username, password, client).await?
+                self.identify_basic(username, password, options.client)
+                    .await?
             }
         })
     }

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod access;
+pub mod bearer;
 pub mod forward_auth;
 mod url;
 pub(crate) mod validate;
@@ -77,6 +78,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub web: web::WebConfig,
     pub forward_auth: forward_auth::ForwardAuthConfig,
+    pub bearer: bearer::BearerConfig,
     /// Access rules for forward-auth (`crate::access` matches them).
     pub access: access::AccessConfig,
     pub tenants: BTreeMap<String, TenantConfig>,

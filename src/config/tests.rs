@@ -220,3 +220,19 @@ fn errors_are_one_line_of_plain_text_whatever_the_file_holds() {
     let line = e.to_string();
     assert!(!line.chars().any(char::is_control), "{line:?}");
 }
+
+#[test]
+fn bearer_algorithms_are_asymmetric_only() {
+    for bad in ["none", "HS256", "HS512", "ES256", "rs256"] {
+        let e = parse(&format!("[bearer]\nalgorithms = [\"RS256\", \"{bad}\"]\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("bearer.algorithms"), "{e}");
+        assert!(e.message.contains(bad), "{e}");
+    }
+    let e = parse("[bearer]\nalgorithms = []\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("bearer.algorithms"));
+    let e = parse("[bearer]\naudiences = [\"pos\", \" \"]\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("bearer.audiences"));
+    let ok =
+        parse("[bearer]\nalgorithms = [\"RS256\", \"PS256\"]\naudiences = [\"pos\"]\n").unwrap();
+    assert_eq!(ok.bearer.audiences, ["pos"]);
+}

@@ -169,6 +169,20 @@ impl Config {
                 "forward_auth.basic_cache_ttl",
                 dur(self.forward_auth.basic_cache_ttl, 0, HOUR),
             ),
+            ("bearer.leeway", dur(self.bearer.leeway, 0, 5 * MINUTE)),
+            (
+                "bearer.jwks_refetch_interval",
+                dur(self.bearer.jwks_refetch_interval, SECOND, DAY),
+            ),
+            (
+                "bearer.introspect_cache",
+                dur(self.bearer.introspect_cache, SECOND, HOUR),
+            ),
+            ("bearer.cache_ttl", dur(self.bearer.cache_ttl, 0, HOUR)),
+            (
+                "bearer.cache_size",
+                num(self.bearer.cache_size, 0, 1_000_000),
+            ),
         ]
     }
 
@@ -280,6 +294,30 @@ impl Config {
         }
         if let Err((key, why)) = self.forward_auth.headers.check() {
             return Err(err(&key, why));
+        }
+        let b = &self.bearer;
+        if b.algorithms.is_empty() {
+            return Err(err(
+                "bearer.algorithms",
+                "must name at least one algorithm, such as [\"RS256\"] (set bearer.enabled = false to accept no Keycloak token)".into(),
+            ));
+        }
+        for a in &b.algorithms {
+            if !super::bearer::ALGORITHMS.contains(&a.as_str()) {
+                return Err(err(
+                    "bearer.algorithms",
+                    format!(
+                        "{a:?} is not accepted: only the asymmetric RS256, RS384, RS512 and PS256 \
+                         (\"none\" and HS* would let anyone who has the realm's public key sign tokens)"
+                    ),
+                ));
+            }
+        }
+        if let Some(a) = b.audiences.iter().find(|a| a.trim().is_empty()) {
+            return Err(err(
+                "bearer.audiences",
+                format!("{a:?}: a client id must not be empty"),
+            ));
         }
         if let Err((key, why)) = self.access.check() {
             return Err(err(&key, why));

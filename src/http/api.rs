@@ -15,8 +15,9 @@ use crate::app::App;
 use crate::auth::Client;
 use crate::auth::login::LoginRequest;
 use crate::auth::password::PasswordRequest;
-use crate::auth::principal::{Credential, Principal};
+use crate::auth::principal::{Credential, Principal, Via};
 use crate::clock::rfc3339;
+use crate::domain::AuthMode;
 use crate::logsafe::clean;
 use crate::store::users::UserRecord;
 
@@ -112,22 +113,45 @@ pub async fn session(
     State(app): State<Arc<App>>,
     Presented(credential): Presented,
 ) -> Result<Response, ApiError> {
-    // Only a session or a malformed token reaches here (no Basic), so no client address is needed.
-    let principal = app
-        .auth
-        .identify(credential.as_ref(), Client { ip: None })
-        .await?;
-    Ok(match principal {
+    Ok(match app.auth.identify(credential.as_ref()).await? {
         Principal::Session(v) => {
             app.metrics.validation("valid");
             let body = json!({
                 "valid": true,
                 "mode": v.mode,
+                "via": Via::Session.as_str(),
                 "expires_at": rfc3339(v.ends_at),
                 "user": user_json(&v.user),
                 "warning": v.warning,
             });
             (StatusCode::OK, Json(body)).into_response()
+        }
+        Principal::Token(t) => {
+            // A Keycloak access token: Keycloak verified the user (auth_mode keycloak), until
+            // the token's exp; the user is what the token says, not a stored record.
+            app.metrics.validation("valid");
+            let body = json!({
+                "valid": true,
+                "mode": AuthMode::Keycloak,
+                "via": Via::KeycloakToken.as_str(),
+                "expires_at": rfc3339(t.expires_at),
+                "user": {
+                    "username": t.username,
+                    "tenant": t.tenant.as_str(),
+                    "source": "keycloak",
+                    "roles": t.roles,
+                    "groups": t.groups,
+                    "client_roles": t.client_roles,
+                    "name": t.name,
+                    "email": t.email,
+                },
+                "client": t.client,
+                "warning": null,
+            });
+            with_note(
+                (StatusCode::OK, Json(body)).into_response(),
+                format!("user={} via=keycloak_token", clean(&t.username)),
+            )
         }
         other => {
             let reason = match other {
@@ -214,7 +238,7 @@ async fn is_operator(
     }
     Ok(app
         .auth
-        .identify(credential, Client { ip: from.ip })
+        .identify(credential)
         .await?
         .has_role(&app.config.server.operator_role))
 }

@@ -10,8 +10,9 @@
 //! 2. Which access rule decides (`app.access`, [`crate::access`]), with the client address that
 //!    [`super::extract::origin`] resolves (network rules).
 //! 3. Who asks, when the rule allows someone (not for a bypass or deny rule):
-//!    [`crate::auth::Auth::identify`] on the session cookie, an `eas_` bearer, or Basic
-//!    credentials when `forward_auth.basic` is on.
+//!    [`crate::auth::Auth::identify_with`] (with the rule's `introspect`) on the session
+//!    cookie, a bearer (`eas_` session id or Keycloak access token), or Basic credentials when
+//!    `forward_auth.basic` is on.
 //! 4. The answer: 200 with the identity headers ([`Prepared`]); 403 when a rule denies; when a
 //!    sign-in is needed, 401 with `WWW-Authenticate`, plus for a browser the login URL: in
 //!    `Location` on the 401 for nginx (which cannot follow a redirect from `auth_request`; its
@@ -28,7 +29,7 @@ use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
+use base64ct::Encoding;
 
 use super::api::Note;
 use super::error::ApiError;
@@ -36,7 +37,7 @@ use super::extract::{COOKIE_NAME, origin};
 use super::redirect::{login_url, public_base};
 use crate::access;
 use crate::app::App;
-use crate::auth::principal::{Credential, Principal, Subject};
+use crate::auth::principal::{Credential, Identify, Principal, Subject};
 use crate::auth::{AuthError, Client};
 use crate::config::Config;
 use crate::crypto::Secret;
@@ -326,8 +327,7 @@ fn presented(h: &HeaderMap, basic: bool) -> Option<Credential> {
 
 /// `base64(username:password)` (RFC 7617, UTF-8); anything else is [`Credential::Malformed`].
 fn basic_credential(b64: &str) -> Credential {
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(b64)
+    let decoded = base64ct::Base64::decode_vec(b64)
         .ok()
         .and_then(|b| String::from_utf8(b).ok());
     match decoded.as_deref().and_then(|s| s.split_once(':')) {
@@ -492,7 +492,11 @@ async fn decide(
         Principal::Anonymous
     } else {
         let credential = presented(h, p.basic);
-        match app.auth.identify(credential.as_ref(), Client { ip }).await {
+        let options = Identify {
+            introspect: matched.introspect(),
+            client: Client { ip },
+        };
+        match app.auth.identify_with(credential.as_ref(), options).await {
             Ok(principal) => principal,
             Err(e) => return refused(p, t.dialect, e),
         }
@@ -724,7 +728,7 @@ mod tests {
 
     #[test]
     fn credentials_presented() {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let b64 = |s: &str| base64ct::Base64::encode_string(s.as_bytes());
         let h = headers(&[("authorization", &format!("Basic {}", b64("dev:pa:ss")))]);
         match presented(&h, true) {
             Some(Credential::Basic { username, password }) => {

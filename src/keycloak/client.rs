@@ -35,6 +35,10 @@ pub struct Endpoints {
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// RFC 7662 token introspection (absent from discovery documents persisted before it was
+    /// read: [`Endpoints::introspection`] falls back to Keycloak's layout).
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
 }
 
 impl Endpoints {
@@ -45,8 +49,18 @@ impl Endpoints {
             jwks_uri: format!("{issuer}/protocol/openid-connect/certs"),
             end_session_endpoint: Some(format!("{issuer}/protocol/openid-connect/logout")),
             revocation_endpoint: Some(format!("{issuer}/protocol/openid-connect/revoke")),
+            introspection_endpoint: Some(format!(
+                "{issuer}/protocol/openid-connect/token/introspect"
+            )),
             issuer,
         }
+    }
+
+    /// The introspection endpoint: discovered, else Keycloak's fixed layout.
+    pub fn introspection(&self) -> String {
+        self.introspection_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("{}/protocol/openid-connect/token/introspect", self.issuer))
     }
 }
 
@@ -315,6 +329,33 @@ impl KeycloakClient {
             Ok(res) => Self::read_json::<serde_json::Value>(res).map(|_| ()),
             Err(e) => Err(UpstreamError::Unavailable(transport(e))),
         }
+    }
+
+    /// RFC 7662 introspection of an access token with the client's credentials: is it still
+    /// active (not expired, its session not ended, its user not disabled)? An answer without a
+    /// boolean `active` is not Keycloak's (Garbage).
+    pub fn introspect(&self, ep: &Endpoints, token: &str) -> Result<bool, UpstreamError> {
+        let auth = basic_auth(
+            &self.settings.client_id,
+            self.settings.client_secret.expose(),
+        );
+        let answer = match self
+            .agent
+            .post(&ep.introspection())
+            .header("authorization", auth)
+            .header("accept", "application/json")
+            .send_form([("token", token), ("token_type_hint", "access_token")])
+        {
+            Ok(res) => Self::read_json::<serde_json::Value>(res)?,
+            Err(e) => return Err(UpstreamError::Unavailable(transport(e))),
+        };
+        answer["active"].as_bool().ok_or_else(|| {
+            Unavailable::new(
+                UnavailableKind::Garbage,
+                "the introspection answer has no boolean `active`",
+            )
+            .into()
+        })
     }
 
     /// The service account's token (client_credentials grant), for the admin API.

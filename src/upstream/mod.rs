@@ -8,6 +8,14 @@
 //! * Login-side calls (password and refresh grants, logout) go through the breaker: it decides
 //!   whether to call at all, the call runs on the blocking pool bounded by `request_timeout`,
 //!   and its outcome feeds the breaker (only outages count) and the metrics.
+//! * Presented Keycloak access tokens ([`Upstream::verify_bearer`]) are verified against the
+//!   stored JWKS of the realm whose issuer they name, without a call; an unknown `kid`
+//!   refetches the JWKS through the breaker, at most once per `bearer.jwks_refetch_interval`
+//!   per realm and only while Keycloak is not known to be unreachable. RFC 7662 introspection
+//!   ([`Upstream::introspect`]) is a login-side call: it asks the same server the same kind of
+//!   question as a refresh grant ("is this user's session still good"), so its outages feed the
+//!   breaker, and an open circuit makes every bearer fall back to the offline checks at once
+//!   instead of each request waiting out `request_timeout`.
 //! * Admin-side calls (sync replay, pull, provisioning) go through [`Upstream::admin`] (design
 //!   rule 9): they are not made while the circuit is open, but their outcome never feeds the
 //!   breaker, the health state or the mode. A refusal or an odd answer of the admin API is
@@ -33,6 +41,7 @@ use crate::crypto::Secret;
 use crate::domain::Tenant;
 use crate::keycloak::admin::{Admin, TokenCache};
 use crate::keycloak::client::TokenSet;
+use crate::keycloak::token::{self, AccessClaims, BearerRules, VerifyError};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use breaker::{Admission, Breaker, BreakerConfig, BreakerView, CircuitState};
@@ -92,6 +101,40 @@ pub struct UpstreamDeps {
     pub recovered: Arc<tokio::sync::Notify>,
 }
 
+/// How presented Keycloak access tokens are judged, from `[bearer]`.
+#[derive(Debug, Clone, Default)]
+pub struct BearerSettings {
+    pub rules: BearerRules,
+    /// Clients a token must be issued to or for; empty: the tenant's own client_id.
+    pub audiences: Vec<String>,
+}
+
+impl BearerSettings {
+    pub fn from_config(config: &Config) -> Self {
+        let b = &config.bearer;
+        BearerSettings {
+            rules: BearerRules {
+                algorithms: b
+                    .algorithms
+                    .iter()
+                    .filter_map(|a| token::algorithm_named(a))
+                    .collect(),
+                leeway: b.leeway.as_secs(),
+            },
+            audiences: b.audiences.clone(),
+        }
+    }
+}
+
+/// A presented access token that verified, and the tenant whose realm and client it is for.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub tenant: Tenant,
+    /// The tenant's client (its roles are the token's `roles`).
+    pub client_id: String,
+    pub claims: AccessClaims,
+}
+
 enum Realms {
     /// No Keycloak is configured: local users only, keycloak_status `disabled`.
     None,
@@ -114,6 +157,7 @@ pub struct UpstreamView {
 
 pub struct Upstream {
     realms: Realms,
+    bearer: BearerSettings,
     breaker: Breaker,
     health: Health,
     /// The service account's admin API token.
@@ -144,16 +188,20 @@ impl Upstream {
         let mut default = None;
         let mut tenants = HashMap::new();
         for (name, settings) in realm::settings(config)? {
-            let realm = Realm::new(settings, deps.store.clone(), deps.metrics.clone()).map_err(
-                |message| ConfigError {
-                    file: config.origin.clone(),
-                    key: Some(
-                        name.as_ref()
-                            .map_or("keycloak".into(), |n| format!("tenants.{n}")),
-                    ),
-                    message,
-                },
-            )?;
+            let realm = Realm::new(
+                settings,
+                deps.store.clone(),
+                deps.metrics.clone(),
+                config.bearer.jwks_refetch_interval.0,
+            )
+            .map_err(|message| ConfigError {
+                file: config.origin.clone(),
+                key: Some(
+                    name.as_ref()
+                        .map_or("keycloak".into(), |n| format!("tenants.{n}")),
+                ),
+                message,
+            })?;
             match name {
                 None => default = Some(Arc::new(realm)),
                 Some(n) => {
@@ -165,7 +213,9 @@ impl Upstream {
             Some(default) => Realms::Keycloak { default, tenants },
             None => Realms::None,
         };
-        Ok(Self::new(realms, &config.keycloak.resilience, deps))
+        let mut upstream = Self::new(realms, &config.keycloak.resilience, deps);
+        upstream.bearer = BearerSettings::from_config(config);
+        Ok(upstream)
     }
 
     /// An upstream whose login side answers from `script` (in-process tests of the login
@@ -181,6 +231,7 @@ impl Upstream {
     fn new(realms: Realms, r: &ResilienceConfig, deps: UpstreamDeps) -> Self {
         Upstream {
             realms,
+            bearer: BearerSettings::default(),
             breaker: Breaker::new(BreakerConfig {
                 failure_threshold: r.failure_threshold,
                 cooldown: r.cooldown.0,
@@ -325,6 +376,93 @@ impl Upstream {
                 );
                 None
             }
+        }
+    }
+
+    /// Verifies a presented Keycloak access token: the realm is the one whose issuer equals the
+    /// token's `iss` (read unverified only to choose it), then everything is checked against
+    /// that realm's stored keys and exact issuer ([`Realm::verify_access`]) on the appliance's
+    /// clock, and the token must be issued to or for an accepted client. Among tenants sharing
+    /// the realm, the one whose client the token names wins (else the first, default first).
+    /// An unknown kid refetches the JWKS at most once per interval, while Keycloak is not known
+    /// to be unreachable and the breaker admits the call; otherwise it is refused.
+    pub async fn verify_bearer(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let iss = token::peek_issuer(token).ok_or(VerifyError::Issuer)?;
+        let candidates: Vec<(Tenant, Arc<Realm>)> = self
+            .tenant_realms()
+            .into_iter()
+            .filter(|(_, r)| r.issuer() == iss)
+            .collect();
+        let Some((_, realm)) = candidates.first().cloned() else {
+            return Err(VerifyError::Issuer);
+        };
+        let now = self.clock.now();
+        let rules = &self.bearer.rules;
+        let claims = match realm.verify_access(token, rules, now) {
+            Err(VerifyError::UnknownKid(kid)) => {
+                self.metrics.jwks("miss");
+                if self.health.known_unreachable() || !realm.claim_refetch() {
+                    return Err(VerifyError::UnknownKid(kid));
+                }
+                let fetcher = realm.clone();
+                match self.call("jwks", move || fetcher.refresh_jwks()).await {
+                    Ok(_) => realm.verify_access(token, rules, now),
+                    Err(e) => {
+                        log::info!("a token with an unknown key id: the JWKS refetch failed ({e})");
+                        Err(VerifyError::UnknownKid(kid))
+                    }
+                }
+            }
+            other => {
+                self.metrics.jwks("hit");
+                other
+            }
+        }?;
+        let (tenant, realm) = candidates
+            .iter()
+            .find(|(_, r)| claims.issued_to(&[r.client_id().to_owned()]))
+            .unwrap_or(&candidates[0])
+            .clone();
+        let client_id = realm.client_id().to_owned();
+        let accepted = if self.bearer.audiences.is_empty() {
+            std::slice::from_ref(&client_id)
+        } else {
+            &self.bearer.audiences[..]
+        };
+        if !claims.issued_to(accepted) {
+            return Err(VerifyError::Audience);
+        }
+        Ok(VerifiedToken {
+            tenant,
+            client_id,
+            claims,
+        })
+    }
+
+    /// RFC 7662 introspection of a presented access token by `tenant`'s client: a login-side
+    /// call through the breaker (see the module doc). `Ok(false)`: Keycloak says it is no
+    /// longer active.
+    pub async fn introspect(&self, tenant: &Tenant, token: &str) -> Result<bool, UpstreamError> {
+        let realm = self.realm(tenant).ok_or_else(not_configured)?;
+        let token = token.to_owned();
+        self.call("introspect", move || realm.introspect(&token))
+            .await
+    }
+
+    /// Every realm with the tenant it serves: the default first.
+    fn tenant_realms(&self) -> Vec<(Tenant, Arc<Realm>)> {
+        match &self.realms {
+            Realms::Keycloak { default, tenants } => {
+                let mut named: Vec<(Tenant, Arc<Realm>)> = tenants
+                    .iter()
+                    .filter_map(|(n, r)| Tenant::parse(n).ok().map(|t| (t, r.clone())))
+                    .collect();
+                named.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+                let mut out = vec![(Tenant::default_tenant(), default.clone())];
+                out.extend(named);
+                out
+            }
+            _ => Vec::new(),
         }
     }
 

@@ -3,14 +3,15 @@
 //! and answers the login side's protocol calls ([`LoginApi`]). Blocking; [`super::Upstream`]
 //! runs these calls on the blocking pool, through its breaker.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, ConfigError};
 use crate::crypto::Secret;
 use crate::domain::Tenant;
 use crate::keycloak::client::{ClientSettings, Endpoints, KeycloakClient, TokenSet};
 use crate::keycloak::outcome::{Unavailable, UnavailableKind, UpstreamError};
-use crate::keycloak::token::{self, AccessClaims, Jwks, VerifyError};
+use crate::keycloak::token::{self, AccessClaims, BearerRules, Jwks, VerifyError};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -40,11 +41,42 @@ pub trait LoginApi: Send + Sync + 'static {
     fn identity(&self, access_token: &str) -> Result<Identity, VerifyError>;
 }
 
+/// At most one JWKS refetch per interval for tokens with an unknown `kid`: a stranger can put
+/// any kid in a bearer, and each would otherwise cost a call to Keycloak.
+#[derive(Debug)]
+pub struct RefetchGate {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl RefetchGate {
+    pub fn new(interval: Duration) -> Self {
+        RefetchGate {
+            interval,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// May an unknown kid refetch now? A yes is taken: the next one waits out the interval.
+    pub fn claim(&self, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some(t) if now.saturating_duration_since(t) < self.interval => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Realm {
     pub client: KeycloakClient,
     endpoints: RwLock<Option<Endpoints>>,
     jwks: RwLock<Jwks>,
+    /// Unknown-kid refetches, shared by the login side and presented bearers.
+    refetch: RefetchGate,
     kv_prefix: String,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
@@ -174,6 +206,7 @@ impl Realm {
         settings: ClientSettings,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
+        refetch_interval: Duration,
     ) -> Result<Self, String> {
         let kv_prefix = format!("keycloak/{}/{}", settings.realm, settings.client_id);
         let client = KeycloakClient::new(settings)?;
@@ -193,6 +226,7 @@ impl Realm {
             client,
             endpoints: RwLock::new(endpoints),
             jwks: RwLock::new(jwks),
+            refetch: RefetchGate::new(refetch_interval),
             kv_prefix,
             store,
             metrics,
@@ -246,7 +280,12 @@ impl Realm {
         }
         let bytes = serde_json::to_vec(&doc).unwrap_or_default();
         let key = format!("{}/jwks", self.kv_prefix);
-        if let Err(e) = self.store.write(|w| w.put_kv(&key, &bytes)) {
+        // Unchanged (a refetch for a made-up kid): no write, so a bearer never makes one
+        // unless Keycloak's keys really changed (design rule 8).
+        let stored = self.store.read(|r| r.kv(&key)).ok().flatten();
+        if stored.as_deref() != Some(&bytes[..])
+            && let Err(e) = self.store.write(|w| w.put_kv(&key, &bytes))
+        {
             log::warn!("cannot persist the JWKS: {e}");
         }
         let n = jwks.len();
@@ -256,8 +295,8 @@ impl Realm {
         Ok(n)
     }
 
-    /// Verifies an access token with the cached JWKS; an unknown kid refetches the JWKS once.
-    /// Blocking (it may fetch).
+    /// Verifies an access token with the cached JWKS; an unknown kid refetches the JWKS once,
+    /// if the refetch gate allows. Blocking (it may fetch).
     pub fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let issuer = self.endpoints().issuer;
         let first = self
@@ -268,6 +307,9 @@ impl Realm {
         match first {
             Err(VerifyError::UnknownKid(kid)) => {
                 self.metrics.jwks("miss");
+                if !self.claim_refetch() {
+                    return Err(VerifyError::UnknownKid(kid));
+                }
                 match self.refresh_jwks() {
                     Ok(_) => self
                         .jwks
@@ -282,6 +324,40 @@ impl Realm {
                 other
             }
         }
+    }
+
+    /// The realm's issuer: discovered, else Keycloak's layout.
+    pub fn issuer(&self) -> String {
+        self.endpoints().issuer
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client.settings().client_id
+    }
+
+    /// May a token with an unknown kid refetch the JWKS now ([`RefetchGate`])?
+    pub fn claim_refetch(&self) -> bool {
+        self.refetch.claim(Instant::now())
+    }
+
+    /// Verifies a presented access token against the stored JWKS only (no call): see
+    /// [`Jwks::verify_access`]. `now` is the appliance's clock.
+    pub fn verify_access(
+        &self,
+        token: &str,
+        rules: &BearerRules,
+        now: u64,
+    ) -> Result<AccessClaims, VerifyError> {
+        let issuer = self.issuer();
+        self.jwks
+            .read()
+            .map(|j| j.verify_access(token, &issuer, rules, now))
+            .unwrap_or(Err(VerifyError::UnknownKid(None)))
+    }
+
+    /// RFC 7662: is this access token still active? Blocking.
+    pub fn introspect(&self, token: &str) -> Result<bool, UpstreamError> {
+        self.client.introspect(&self.endpoints(), token)
     }
 
     /// Claims of a token just received from the token endpoint: verified when the JWKS can be
@@ -322,5 +398,26 @@ impl LoginApi for Realm {
             name: c.name.clone(),
             email: c.email.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refetch_gate_opens_once_per_interval() {
+        let gate = RefetchGate::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(gate.claim(t0), "the first unknown kid refetches");
+        assert!(!gate.claim(t0), "a second at once does not");
+        assert!(!gate.claim(t0 + Duration::from_secs(59)));
+        assert!(
+            gate.claim(t0 + Duration::from_secs(60)),
+            "after the interval"
+        );
+        assert!(!gate.claim(t0 + Duration::from_secs(61)));
+        // A clock read out of order (another thread) never panics or reopens the gate.
+        assert!(!gate.claim(t0));
     }
 }

@@ -14,6 +14,10 @@
 //!   signing key, plus one `use: enc` RSA-OAEP key, as real Keycloak does)
 //! * `POST /realms/site/protocol/openid-connect/token` (`password`, `refresh_token`,
 //!   `client_credentials`), `.../logout` (refresh-token logout, 204) and `.../revoke` (200)
+//! * `POST .../token/introspect` (RFC 7662, client-authenticated): `{"active": true, ...claims}`
+//!   for an access token whose signature, expiry, session and user are good and whose `aud`
+//!   names the asking client (Keycloak 26.7 logs "Client 'edgeauth' is not in the token
+//!   audience" otherwise: see `set_audience_mapper`), else `{"active": false}`
 //! * `GET  /health/ready` (`{"status":"UP","checks":[]}`; real Keycloak serves it on the
 //!   management port, here it is the same port)
 //! * the Admin REST API subset edgeauth's sync uses, under `/admin/realms/site` (see the
@@ -298,6 +302,13 @@ impl FakeKeycloak {
         self.shared.realm().client_secret = secret.to_string();
     }
 
+    /// Adds (or removes) an Audience protocol mapper that puts `edgeauth` in the `aud` of the
+    /// access tokens it issues (`["edgeauth", "account"]`), which Keycloak's introspection
+    /// requires of the asking client.
+    pub fn set_audience_mapper(&self, on: bool) {
+        self.shared.realm().audience_mapper = on;
+    }
+
     pub fn set_direct_access_grants(&self, enabled: bool) {
         self.shared.realm().direct_access_grants = enabled;
     }
@@ -493,6 +504,8 @@ struct SigningKey {
 struct RealmState {
     client_secret: String,
     direct_access_grants: bool,
+    /// An Audience mapper on the client: its access tokens name it in `aud`.
+    audience_mapper: bool,
     access_token_lifespan: Duration,
     current_key: usize,
     /// Indexes into `Shared::keys` published in the JWKS, current first.
@@ -604,6 +617,7 @@ impl Shared {
             realm: Mutex::new(RealmState {
                 client_secret: DEFAULT_CLIENT_SECRET.to_string(),
                 direct_access_grants: true,
+                audience_mapper: false,
                 access_token_lifespan: DEFAULT_ACCESS_TOKEN_LIFESPAN,
                 current_key: 0,
                 published_keys: vec![0],
@@ -824,6 +838,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(&format!("{oidc}/token"), post(token))
         .route(&format!("{oidc}/logout"), post(logout))
         .route(&format!("{oidc}/revoke"), post(revoke))
+        .route(&format!("{oidc}/token/introspect"), post(introspect))
         .route("/health", get(health))
         .route("/health/ready", get(health))
         .route("/health/live", get(health))
@@ -1096,6 +1111,63 @@ async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     StatusCode::OK.into_response()
 }
 
+/// RFC 7662 as Keycloak answers it: inactive (`{"active": false}`, 200) for anything but an
+/// access token signed with one of the realm's keys, unexpired, whose session is still there
+/// and whose user is enabled.
+async fn introspect(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = parse_form(&body);
+    if let Err(refusal) = authenticate_client(&shared, &headers, &form) {
+        return refusal.into_response();
+    }
+    let inactive = || json_response(StatusCode::OK, json!({"active": false}));
+    let Some(token) = form.get("token") else {
+        return inactive();
+    };
+    let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) else {
+        return inactive();
+    };
+    let Some(key) = shared.keys.iter().find(|k| k.kid == kid) else {
+        return inactive();
+    };
+    let Ok(decoding) = DecodingKey::from_rsa_components(&key.n, &key.e) else {
+        return inactive();
+    };
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.validate_aud = false;
+    validation.leeway = 0;
+    validation.set_issuer(&[&shared.issuer]);
+    let Ok(data) = jsonwebtoken::decode::<Value>(token, &decoding, &validation) else {
+        return inactive();
+    };
+    let mut claims = data.claims;
+    let realm = shared.realm();
+    let session_user = claims["sid"]
+        .as_str()
+        .and_then(|sid| realm.sessions.get(sid))
+        .map(|s| s.username.clone());
+    let enabled = session_user
+        .as_ref()
+        .and_then(|u| realm.users.get(u))
+        .is_some_and(|u| u.enabled);
+    let audience = match &claims["aud"] {
+        Value::String(a) => a == CLIENT_ID,
+        Value::Array(list) => list.iter().any(|a| a == CLIENT_ID),
+        _ => false,
+    };
+    if claims["typ"] != "Bearer" || !enabled || !audience {
+        return inactive();
+    }
+    claims["active"] = json!(true);
+    claims["client_id"] = claims["azp"].clone();
+    claims["username"] = claims["preferred_username"].clone();
+    claims["token_type"] = json!("Bearer");
+    json_response(StatusCode::OK, claims)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Grants
 
@@ -1322,7 +1394,7 @@ fn issue_user_tokens(
         "auth_time": auth_time,
         "jti": uuid(),
         "iss": shared.issuer,
-        "aud": "account",
+        "aud": if realm.audience_mapper { json!([CLIENT_ID, "account"]) } else { json!("account") },
         "sub": user.id,
         "typ": "Bearer",
         "azp": CLIENT_ID,

@@ -505,6 +505,12 @@ pub fn black_hole_logins(
 
 /// `edgeauth` with its wall clock two days behind (the monotonic clock left alone).
 pub fn two_days_behind() -> Command {
+    clock_shifted("-2d")
+}
+
+/// `edgeauth` with its wall clock moved by `offset` (libfaketime's form: "-2d", "+10m"), the
+/// monotonic clock left alone.
+pub fn clock_shifted(offset: &str) -> Command {
     // libfaketime preloaded into edgeauth itself, not the `faketime` wrapper: the wrapper forks,
     // so killing it (the harness's Drop) left edgeauth running as an orphan.
     let lib = [
@@ -522,7 +528,7 @@ pub fn two_days_behind() -> Command {
     });
     let mut cmd = edgeauth();
     cmd.env("LD_PRELOAD", lib)
-        .env("FAKETIME", "-2d")
+        .env("FAKETIME", offset)
         .env("DONT_FAKE_MONOTONIC", "1");
     cmd
 }
