@@ -749,3 +749,60 @@ fn network_rules_see_the_client_the_listener_resolves() {
     assert_eq!(r.status, 403);
     assert_eq!(r.header("remote-user"), None);
 }
+
+#[test]
+fn a_keycloak_token_through_forward_auth() {
+    let kc = FakeKeycloak::start();
+    kc.add_user(
+        "alice",
+        "alice-password-1",
+        &["staff"],
+        &["cashier"],
+        &["front-desk"],
+    );
+    let a = online(&kc, BASE);
+    let mut res = support::agent()
+        .post(format!("{}/protocol/openid-connect/token", kc.issuer()))
+        .send_form([
+            ("grant_type", "password"),
+            ("client_id", kc.client_id()),
+            ("client_secret", kc.client_secret()),
+            ("username", "alice"),
+            ("password", "alice-password-1"),
+            ("scope", "profile email"),
+        ])
+        .unwrap();
+    let body: Value = res.body_mut().read_json().unwrap();
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    let r = verify(&a, &with(&NGINX, &[("Authorization", &bearer)]));
+    assert_eq!(r.status, 200, "{}\n{}", r.body, a.log());
+    assert_eq!(r.header("remote-user"), Some("alice"));
+    assert_eq!(r.header("remote-via"), Some("keycloak_token"));
+    assert_eq!(r.header("remote-auth-mode"), Some("keycloak"));
+    assert!(
+        r.header("remote-client-roles")
+            .is_some_and(|v| v.contains(":cashier")),
+        "{}",
+        r.head
+    );
+    // A tampered token is not signed in: a browser goes to the login page.
+    let mut bad = token.clone();
+    bad.pop();
+    let r = verify(
+        &a,
+        &with(
+            &forwarded("GET"),
+            &[("Authorization", &format!("Bearer {bad}x")), BROWSER],
+        ),
+    );
+    assert_eq!(r.status, 302, "{}", r.body);
+    // Offline, the stored JWKS still verifies it.
+    kc.set_fault(Fault::Refused);
+    wait_status(&a, "offline");
+    let r = verify(&a, &with(&NGINX, &[("Authorization", &bearer)]));
+    assert_eq!(
+        (r.status, r.header("remote-keycloak-status")),
+        (200, Some("offline"))
+    );
+}
