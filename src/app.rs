@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::auth::tokens::TokenVault;
 use crate::auth::{Auth, AuthParts};
 use crate::clock::Clock;
+use crate::config::web::Logo;
 use crate::config::{Config, ConfigError};
 use crate::crypto::{Hasher, SEAL_KEY_FILE, Sealer};
 use crate::error::AppError;
@@ -42,6 +43,8 @@ pub struct App {
     pub started_at: u64,
     /// The newest good snapshot and the last snapshot failure, for status.
     pub snapshots: std::sync::Mutex<SnapshotState>,
+    /// `web.logo`, read once at start (the pages serve it from memory).
+    pub logo: Option<Arc<Logo>>,
 }
 
 pub use crate::store::backup::SnapshotState;
@@ -52,11 +55,21 @@ impl App {
     /// is refused with the file named and the restore command.
     pub fn open(config: Config) -> Result<Arc<App>, AppError> {
         crate::upstream::realm::preflight(&config, &config.origin)?;
+        let logo = config.web.load_logo().map_err(|message| ConfigError {
+            file: config.origin.clone(),
+            key: Some("web.logo".into()),
+            message,
+        })?;
         let (store, sealer) = open_data_dir(&config)?;
-        Self::assemble(config, store, sealer)
+        Self::assemble(config, store, sealer, logo.map(Arc::new))
     }
 
-    fn assemble(config: Config, store: Store, sealer: Sealer) -> Result<Arc<App>, AppError> {
+    fn assemble(
+        config: Config,
+        store: Store,
+        sealer: Sealer,
+        logo: Option<Arc<Logo>>,
+    ) -> Result<Arc<App>, AppError> {
         let snapshots = {
             let all = list_snapshots(&config.backup.snapshot_dir(&config.server.data_dir));
             SnapshotState {
@@ -132,6 +145,7 @@ impl App {
             sealer: sealer_for_app,
             started_at,
             snapshots: std::sync::Mutex::new(snapshots),
+            logo,
         }))
     }
 

@@ -94,7 +94,9 @@ const PATHS: &[&str] = &[
     "/metrics",
     "/login",
     "/logout",
+    "/password",
     "/status",
+    "/static/logo",
 ];
 
 const METHODS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"];
@@ -174,6 +176,8 @@ enum Payload {
     },
     /// An object with arbitrary keys and string values.
     Object(Vec<(String, String)>),
+    /// A browser form (`application/x-www-form-urlencoded`), as the pages take it.
+    Form(Vec<(String, String)>),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -227,6 +231,10 @@ fn body(p: &Payload) -> Vec<u8> {
             }
             obj(v)
         }
+        Payload::Form(pairs) => url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+            .into_bytes(),
         Payload::Object(pairs) => obj(pairs
             .iter()
             .map(|(k, v)| (k.as_str(), serde_json::Value::from(v.as_str())))
@@ -261,7 +269,12 @@ fuzz_target!(|input: Input| {
         return; // not an HTTP request hyper would have passed on
     };
     let h = req.headers_mut();
-    if input.json_content_type {
+    if matches!(input.payload, Payload::Form(_)) {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+    } else if input.json_content_type {
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

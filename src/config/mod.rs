@@ -534,9 +534,13 @@ impl Config {
         if let Some(p) = self.backup.dir.as_mut() {
             fix(p);
         }
-        for p in [&mut self.server.tls_cert, &mut self.server.tls_key]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.server.tls_cert,
+            &mut self.server.tls_key,
+            &mut self.web.logo,
+        ]
+        .into_iter()
+        .flatten()
         {
             fix(p);
         }

@@ -327,6 +327,7 @@ impl Config {
                 return Err(err(&format!("tenants.{name}"), why));
             }
         }
+        self.web.check().map_err(|(key, why)| err(&key, why))?;
         Ok(())
     }
 }

@@ -223,24 +223,46 @@ pub async fn password(
     }
 }
 
-/// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal holding
-/// `server.operator_role`.
+/// Whether a request may see operator views (`GET /api/v1/status`, `/metrics`, the /status
+/// page): the one home of that rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAccess {
+    /// A client on this box that no proxy forwarded ([`Origin::local`]), or a principal
+    /// holding `server.operator_role`.
+    Granted,
+    /// Nobody is signed in: signing in as an operator would help.
+    SignIn,
+    /// Signed in, without the operator role.
+    Refused,
+}
+
+pub async fn operator_access(
+    app: &App,
+    from: Origin,
+    credential: Option<&Credential>,
+) -> Result<OperatorAccess, ApiError> {
+    if from.local {
+        return Ok(OperatorAccess::Granted);
+    }
+    if credential.is_none() {
+        return Ok(OperatorAccess::SignIn);
+    }
+    let principal = app.auth.identify(credential).await?;
+    Ok(if principal.has_role(&app.config.server.operator_role) {
+        OperatorAccess::Granted
+    } else if principal.subject().is_some() {
+        OperatorAccess::Refused
+    } else {
+        OperatorAccess::SignIn
+    })
+}
+
 async fn is_operator(
     app: &App,
     from: Origin,
     credential: Option<&Credential>,
 ) -> Result<bool, ApiError> {
-    if from.local {
-        return Ok(true);
-    }
-    if credential.is_none() {
-        return Ok(false);
-    }
-    Ok(app
-        .auth
-        .identify(credential)
-        .await?
-        .has_role(&app.config.server.operator_role))
+    Ok(operator_access(app, from, credential).await? == OperatorAccess::Granted)
 }
 
 fn forbidden() -> ApiError {

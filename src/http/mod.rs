@@ -5,6 +5,7 @@ pub mod api;
 pub mod cookie;
 pub mod error;
 pub mod extract;
+pub mod pages;
 pub mod redirect;
 pub mod server;
 pub mod verify;
@@ -45,6 +46,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
+        .merge(pages::routes(&app))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -109,7 +111,10 @@ async fn access_log(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
     if let Ok(date) = HeaderValue::from_str(&http_date(app.clock.now())) {
         headers.insert(header::DATE, date);
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // No answer is cached unless its handler says so (the logo does).
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
