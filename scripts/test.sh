@@ -10,6 +10,9 @@
 #   3. the end-to-end suite (tests/e2e.rs) against a real Keycloak that scripts/keycloak.sh
 #      fetches from Maven Central (checksums verified, cached in ~/.cache/edgeauth) and starts
 #      on 127.0.0.1 with the test realm; it fails, never skips, if Keycloak cannot be had;
+#      then, while that Keycloak runs, a short load comparison of forward-auth (scripts/load.sh:
+#      edgeauth and oauth2-proxy, 2 interleaved rounds of 3 s; it reports figures, it does not
+#      judge speed, and fails only if a target stops answering 2xx);
 #   4. the same tests for aarch64 under qemu, a check that the aarch64 and armv7 release
 #      binaries are static and within their size budget, and a name resolution test of both
 #      (/etc/hosts, DNS, NXDOMAIN) under plain qemu (scripts/cross-dns-test.sh).
@@ -94,6 +97,10 @@ else
   started=$SECONDS
   cargo test --locked --test e2e
   echo "end-to-end suite: $((SECONDS - started)) s"
+  step "load comparison: edgeauth and oauth2-proxy forward-auth (scripts/load.sh; figures, no speed check)"
+  started=$SECONDS
+  scripts/load.sh
+  echo "load comparison: $((SECONDS - started)) s"
   if [[ -n $(trap -p EXIT) ]]; then
     scripts/keycloak.sh stop
     trap - EXIT

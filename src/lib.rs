@@ -30,6 +30,7 @@ pub mod error;
 pub mod http;
 pub mod keycloak;
 pub mod logsafe;
+pub mod logsink;
 pub mod maintenance;
 pub mod metrics;
 pub mod policy;

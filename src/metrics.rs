@@ -59,6 +59,8 @@ pub struct Metrics {
     sync_cycles: Family<ResultLabels, Counter>,
     sync_items: Family<ResultLabels, Counter>,
     sync_open: Gauge,
+    store_commits: Counter,
+    log_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -159,11 +161,25 @@ impl Metrics {
             "Queued changes still pending or failed after the last sync cycle",
             sync_open.clone(),
         );
+        let store_commits = Counter::default();
+        registry.register(
+            "store_commits",
+            "Write transactions committed to the database (forward-auth and session checks make none)",
+            store_commits.clone(),
+        );
+        let log_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log writer fell behind",
+            log_dropped.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             sync_cycles,
             sync_items,
             sync_open,
+            store_commits,
+            log_dropped,
             keycloak_calls,
             keycloak_latency,
             fallbacks,
@@ -257,10 +273,18 @@ impl Metrics {
             .set(i64::from(active));
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
+    /// The OpenMetrics text exposition, with the totals kept elsewhere (the store's commits,
+    /// the log writer's drops) brought up to date first.
+    pub fn encode(&self, store_commits: u64, log_dropped: u64) -> String {
         let mut out = String::new();
         let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the registry lock, so two scrapes cannot both add the same difference.
+        for (c, n) in [
+            (&self.store_commits, store_commits),
+            (&self.log_dropped, log_dropped),
+        ] {
+            c.inc_by(n.saturating_sub(c.get()));
+        }
         if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
             out.clear();
         }
@@ -278,7 +302,7 @@ mod tests {
         m.login("ok", Some(AuthMode::Local));
         m.set_active_sessions(AuthMode::Local, 3);
         m.argon2_wait(Duration::from_millis(2));
-        let text = m.encode();
+        let text = m.encode(3, 0);
         assert!(
             text.contains("edgeauth_logins_total{outcome=\"ok\",auth_mode=\"local\"} 1"),
             "{text}"
@@ -289,6 +313,15 @@ mod tests {
         );
         assert!(
             text.contains("edgeauth_argon2_wait_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.contains("edgeauth_store_commits_total 3"), "{text}");
+        // The totals follow their sources, whatever the number of scrapes.
+        m.encode(5, 2);
+        let text = m.encode(5, 2);
+        assert!(text.contains("edgeauth_store_commits_total 5"), "{text}");
+        assert!(
+            text.contains("edgeauth_log_lines_dropped_total 2"),
             "{text}"
         );
     }

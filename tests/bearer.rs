@@ -206,11 +206,18 @@ fn an_expired_token_is_refused_after_the_leeway() {
     let kc = FakeKeycloak::start();
     with_alice(&kc);
     let a = online(&kc, "[bearer]\nleeway = \"1s\"\ncache_ttl = \"1h\"\n");
-    kc.set_access_token_lifespan(Duration::from_secs(1));
+    kc.set_access_token_lifespan(Duration::from_secs(3));
     let token = access_token(&kc, "alice", "alice-password-1");
-    assert_alice(&session(&a, &token));
+    let issued = Instant::now();
+    let r = session(&a, &token);
+    // Accepted (and cached for an hour) while it lives; a box so loaded that the first check
+    // came after exp cannot say that, but the refusal below holds either way.
+    if issued.elapsed() < Duration::from_secs(2) {
+        assert_eq!(r.status, 200, "{}\n{}", r.text, a.log());
+        assert_alice(&r);
+    }
     // exp + leeway passed: refused, though it was cached for an hour (never past exp).
-    std::thread::sleep(Duration::from_millis(2_600));
+    std::thread::sleep(Duration::from_millis(5_100).saturating_sub(issued.elapsed()));
     assert_refused(&session(&a, &token), "session_expired");
 }
 
@@ -248,25 +255,28 @@ fn unknown_key_ids_refetch_the_jwks_at_most_once_per_interval_and_only_online() 
     // Keycloak rotates its key: the first token signed with it refetches the JWKS once.
     kc.rotate_keys(true);
     kc.reset_counters();
+    let rotated_at = Instant::now();
     let rotated = access_token(&kc, "alice", "alice-password-1");
     assert_alice(&session(&a, &rotated));
     assert_eq!(kc.requests(certs), 1, "one refetch for the new key");
     assert_alice(&session(&a, &before));
 
     // A flood of made-up key ids within the interval: refused, and no more refetches.
-    let started = Instant::now();
     for i in 0..20 {
         assert_refused(
             &session(&a, &forged_kid(&kc, &format!("nope-{i}"))),
             "token_invalid",
         );
     }
+    // At most one refetch per 3 s interval since the rotation's (on a box so loaded that the
+    // flood outlasted the interval, one more is allowed: the gate is per interval, not ever).
+    let intervals = (rotated_at.elapsed().as_secs_f64() / 3.0) as usize;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+        kc.requests(certs) <= 1 + intervals,
+        "the gate held: {} refetches in {:?}",
+        kc.requests(certs),
+        rotated_at.elapsed()
     );
-    assert_eq!(kc.requests(certs), 1, "the gate held");
 
     // After the interval, one more.
     std::thread::sleep(Duration::from_millis(3_100));
@@ -276,7 +286,13 @@ fn unknown_key_ids_refetch_the_jwks_at_most_once_per_interval_and_only_online() 
             "token_invalid",
         );
     }
-    assert_eq!(kc.requests(certs), 2, "one refetch per interval");
+    let intervals = (rotated_at.elapsed().as_secs_f64() / 3.0) as usize;
+    let n = kc.requests(certs);
+    assert!(
+        n >= 2 && n <= 1 + intervals,
+        "one refetch per interval: {n} in {:?}",
+        rotated_at.elapsed()
+    );
 
     // Keycloak unreachable (it answers 500): no refetch at all, whatever the interval.
     kc.set_fault(Fault::Status500);
@@ -295,7 +311,7 @@ fn introspection_refuses_a_centrally_ended_session_and_falls_back_when_keycloak_
     kc.add_user("bob", "bob-password-1", &[], &[], &[]);
     let a = online(
         &kc,
-        "[bearer]\nintrospect = true\nintrospect_cache = \"1s\"\n",
+        "[bearer]\nintrospect = true\nintrospect_cache = \"3s\"\n",
     );
     let introspect = "/token/introspect";
 
@@ -309,22 +325,27 @@ fn introspection_refuses_a_centrally_ended_session_and_falls_back_when_keycloak_
     let alice = access_token(&kc, "alice", "alice-password-1");
     let bob = access_token(&kc, "bob", "bob-password-1");
     kc.reset_counters();
+    let asked = Instant::now();
     assert_alice(&session(&a, &alice));
     assert_alice(&session(&a, &alice));
-    assert_eq!(kc.requests(introspect), 1, "the answer is cached");
+    // Within introspect_cache (3 s, on a clock of whole seconds) the second is answered from
+    // the cache.
+    if asked.elapsed() < Duration::from_millis(1_900) {
+        assert_eq!(kc.requests(introspect), 1, "the answer is cached");
+    }
     assert_eq!(session(&a, &bob).status, 200);
 
     // The administrator signs alice out in Keycloak: her token is still signed and unexpired,
     // but no longer active; refused once the cached answer is older than introspect_cache.
     kc.logout_user("alice");
-    std::thread::sleep(Duration::from_millis(1_100));
+    std::thread::sleep(Duration::from_millis(4_100));
     assert_refused(&session(&a, &alice), "revoked");
     assert_eq!(session(&a, &bob).status, 200);
 
     // Keycloak down: the offline checks decide (design rule 1: only an outage falls back).
     kc.set_fault(Fault::Refused);
     wait_status(&a, "offline");
-    std::thread::sleep(Duration::from_millis(1_100));
+    std::thread::sleep(Duration::from_millis(4_100));
     let r = session(&a, &bob);
     assert_eq!(
         (r.status, r.body["user"]["username"].as_str()),

@@ -221,7 +221,7 @@ pub enum DbCommand {
 
 pub fn run(cli: Cli) -> Result<(), AppError> {
     let is_serve = matches!(cli.command, Command::Serve);
-    init_logging(if is_serve { "info" } else { "warn" });
+    init_logging(if is_serve { "info" } else { "warn" }, is_serve);
     if let Command::Init(args) = &cli.command {
         return init(args);
     }
@@ -303,11 +303,16 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     }
 }
 
-fn init_logging(default: &str) {
+/// The server logs through [`crate::logsink`] (the access log must not cost a write per
+/// request); the other commands write to stderr directly.
+fn init_logging(default: &str, server: bool) {
     let env = env_logger::Env::new().filter_or("EDGEAUTH_LOG", default);
-    let _ = env_logger::Builder::from_env(env)
-        .format_target(false)
-        .try_init();
+    let mut builder = env_logger::Builder::from_env(env);
+    builder.format_target(false);
+    if server && let Some(w) = crate::logsink::start() {
+        builder.target(env_logger::Target::Pipe(Box::new(w)));
+    }
+    let _ = builder.try_init();
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, AppError> {

@@ -296,7 +296,10 @@ pub async fn metrics(
     if !app.config.server.public_metrics && !is_operator(&app, from, credential.as_ref()).await? {
         return Err(forbidden());
     }
-    let mut res = app.metrics.encode().into_response();
+    let mut res = app
+        .metrics
+        .encode(app.store.commits(), crate::logsink::dropped())
+        .into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -67,6 +67,7 @@ pub fn install_panic_hook() {
             "edgeauth: database {} is damaged (redb: {first}); stop edgeauth and restore a snapshot with `edgeauth db restore FILE` (`edgeauth db check` reports the damage)",
             path.display()
         );
+        crate::logsink::flush();
         std::process::exit(EXIT_DATABASE);
     }));
 }

@@ -19,7 +19,7 @@ pub mod sessions;
 pub mod users;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -230,6 +230,9 @@ pub struct Store {
     faulted: AtomicBool,
     /// Held by the one reopen that may run at a time.
     reopening: Mutex<()>,
+    /// Write transactions committed through [`Store::write`] since open: the proof that the
+    /// forward-auth path only reads (design rule 8), in tests and as a metric.
+    commits: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -318,6 +321,7 @@ impl Store {
             fault: Mutex::new(None),
             faulted: AtomicBool::new(false),
             reopening: Mutex::new(()),
+            commits: AtomicU64::new(0),
         };
         store.init_schema()?;
         Ok(store)
@@ -518,9 +522,15 @@ impl Store {
             };
             let out = f(&mut tx)?;
             tx.tx.commit()?;
+            self.commits.fetch_add(1, Ordering::Relaxed);
             Ok(out)
         })();
         out.map_err(|e| self.note(e))
+    }
+
+    /// Write transactions committed through [`Store::write`] since the store was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the raw handle (backups and checks), with the same fault handling.

@@ -295,8 +295,8 @@ impl Realm {
         Ok(n)
     }
 
-    /// Verifies an access token with the cached JWKS; an unknown kid refetches the JWKS once,
-    /// if the refetch gate allows. Blocking (it may fetch).
+    /// Verifies an access token just received from the token endpoint with the cached JWKS; an
+    /// unknown kid refetches the JWKS once. Blocking (it may fetch).
     pub fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let issuer = self.endpoints().issuer;
         let first = self
@@ -307,9 +307,11 @@ impl Realm {
         match first {
             Err(VerifyError::UnknownKid(kid)) => {
                 self.metrics.jwks("miss");
-                if !self.claim_refetch() {
-                    return Err(VerifyError::UnknownKid(kid));
-                }
+                // Not through the bearer refetch gate: this token came from Keycloak's token
+                // endpoint over the authenticated channel, so its kid is one Keycloak signs
+                // with now (a rotation), and logins are regulated and cost argon2. Sharing the
+                // gate let a login just before the monitor's first fetch hold a rotation back
+                // for a whole interval.
                 match self.refresh_jwks() {
                     Ok(_) => self
                         .jwks

@@ -109,8 +109,31 @@ impl Appliance {
         self.dir.path().join("serve.log")
     }
 
+    /// The server's log so far. The server writes its log in batches from a thread of its own
+    /// (src/logsink.rs), so a line reaches the file a little after it is logged: while the
+    /// server runs, a request to a marker path is a barrier (lines keep their order, so once
+    /// its access-log line is in the file, every line logged before it is too).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        let read = || std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        if self.child.is_none() {
+            return read();
+        }
+        static BARRIER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let marker = format!(
+            "/log-barrier-{}",
+            BARRIER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        if self.agent.get(self.url(&marker)).call().is_err() {
+            return read(); // not answering (TLS, or stopped): the log is as it is
+        }
+        let t0 = std::time::Instant::now();
+        loop {
+            let log = read();
+            if log.contains(&format!("{marker} ")) || t0.elapsed() > Duration::from_secs(10) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Starts `edgeauth serve` and waits until /readyz answers 200.

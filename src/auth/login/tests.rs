@@ -464,3 +464,74 @@ async fn local_first_without_a_hash_asks_keycloak_and_offline_uses_the_cache() {
     );
     assert_eq!(h.script.calls(), calls, "offline: no call");
 }
+
+/// Design rule 8: checking who a request is (the session check and forward-auth) commits
+/// nothing, whatever the answer; only sign-in and sign-out do.
+#[tokio::test]
+async fn identify_never_writes_to_the_store() {
+    use crate::auth::principal::{Credential, Principal};
+    use crate::upstream::KeycloakStatus;
+    let h = harness(config(), Answer::Accept);
+    h.seed(
+        "local-one",
+        Seed {
+            source: Source::Local,
+            ..KC
+        },
+    )
+    .await;
+    let kc = h.login("newcomer", "right-password").await.unwrap();
+    let local = h.login("local-one", "right-password").await.unwrap();
+    let gone = h.login("local-one", "right-password").await.unwrap();
+    let gone_credential = Credential::from_token(Some(gone.session_id.expose()));
+    h.auth
+        .logout(gone_credential.as_ref(), Client { ip: None })
+        .await
+        .unwrap();
+    let before = h.store.commits();
+    let presented = [
+        Credential::from_token(Some(kc.session_id.expose())),
+        Credential::from_token(Some(local.session_id.expose())),
+        gone_credential,
+        Credential::from_token(Some(
+            "eas_0000000000000000000000000000000000000000000000000000000000000000",
+        )),
+        Credential::from_token(Some("not-a-session")),
+        None,
+    ];
+    let mut valid = 0;
+    for _ in 0..500 {
+        for c in &presented {
+            if let Principal::Session(_) = h.auth.identify(c.as_ref()).await.unwrap() {
+                valid += 1;
+            }
+        }
+    }
+    assert_eq!(valid, 1000, "the two live sessions are valid every time");
+    assert_eq!(
+        h.store.commits(),
+        before,
+        "a session check committed a write"
+    );
+    // Offline too: a Keycloak session served from the cache is still only read. (The failed
+    // logins that open the circuit write their audit rows first.)
+    h.script.set(Answer::Down);
+    for _ in 0..5 {
+        let _ = h.login("newcomer", "right-password").await;
+    }
+    assert_eq!(h.upstream.status(), KeycloakStatus::Offline);
+    let before = h.store.commits();
+    let r = h.auth.identify(presented[0].as_ref()).await.unwrap();
+    assert!(matches!(r, Principal::Session(ref v) if v.mode == AuthMode::Cached));
+    for c in &presented {
+        h.auth.identify(c.as_ref()).await.unwrap();
+    }
+    assert_eq!(h.store.commits(), before, "an offline session check wrote");
+    // The counter does count: a sign-out is one commit at least.
+    let c = Credential::from_token(Some(local.session_id.expose()));
+    h.auth
+        .logout(c.as_ref(), Client { ip: None })
+        .await
+        .unwrap();
+    assert!(h.store.commits() > before);
+}
