@@ -6,6 +6,7 @@
 //! ([`AuthError::code`]); the HTTP layer adds the status code (`http::error`).
 
 pub mod accounts;
+pub mod basic;
 pub mod bearer;
 pub mod login;
 pub mod password;
@@ -95,7 +96,7 @@ impl From<HashError> for AuthError {
 }
 
 /// Who is asking: recorded in the audit log and used by regulation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Client {
     pub ip: Option<IpAddr>,
 }
@@ -133,6 +134,8 @@ pub struct Settings {
     pub order: AuthOrder,
     pub session_ttl: u64,
     pub session_idle: u64,
+    /// `forward_auth.basic_cache_ttl`, seconds.
+    pub basic_cache_ttl: u64,
     /// Keycloak access tokens as bearers (`[bearer]`).
     pub bearer: bearer::BearerPolicy,
 }
@@ -143,6 +146,7 @@ impl Settings {
             order: config.auth.order,
             session_ttl: config.auth.session_ttl.as_secs(),
             session_idle: config.auth.session_idle.as_secs(),
+            basic_cache_ttl: config.forward_auth.basic_cache_ttl.as_secs(),
             bearer: bearer::BearerPolicy::from_config(config),
         }
     }
@@ -176,12 +180,15 @@ pub struct Auth {
     settings: Settings,
     /// Last use of each session since the last flush (design rule 8).
     activity: Activity,
+    /// Basic credentials verified lately (forward-auth).
+    basic: basic::BasicCache,
     /// Verified Keycloak access tokens and introspection answers.
     bearer_cache: bearer::TokenCache,
 }
 
 impl Auth {
     pub fn new(p: AuthParts) -> Self {
+        let basic = basic::BasicCache::new(p.settings.basic_cache_ttl);
         Auth {
             store: p.store,
             clock: p.clock,
@@ -194,6 +201,7 @@ impl Auth {
             bearer_cache: bearer::TokenCache::new(p.settings.bearer.cache_size),
             settings: p.settings,
             activity: Activity::default(),
+            basic,
         }
     }
 

@@ -1,14 +1,16 @@
 //! Who a request is: one answer for every endpoint. A request presents a [`Credential`] (a
-//! session id from the session cookie or an `eas_` bearer, or a Keycloak access token as a
-//! bearer; the HTTP layer reads the headers), and [`Auth::identify`] turns it into a
-//! [`Principal`]. Appliance-issued tokens and Basic credentials become more kinds of
-//! [`Credential`] here.
+//! session id from the session cookie or an `eas_` bearer, a Keycloak access token as a
+//! bearer, or HTTP Basic at forward-auth; the HTTP layer reads the headers), and
+//! [`Auth::identify`] turns it into a [`Principal`]. Appliance-issued tokens become more kinds
+//! of [`Credential`] here.
+
+use std::sync::Arc;
 
 use super::session::{InvalidReason, SessionCheck, ValidSession};
 use super::{Auth, AuthError, Client};
-use crate::crypto::{SessionDigest, SessionId};
+use crate::crypto::{Secret, SessionDigest, SessionId};
 use crate::domain::AuthMode;
-use crate::store::StoreError;
+use crate::store::users::UserRecord;
 
 /// A Keycloak access token as presented (a JWT). Never shown: its Debug is redacted.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,6 +35,9 @@ pub enum Credential {
     Session(SessionId),
     /// Something shaped like a JWT (not `eas_`): a Keycloak access token, to be verified.
     KeycloakToken(AccessToken),
+    /// `Authorization: Basic` (forward-auth only, when `forward_auth.basic` is on): verified like
+    /// a login, without a session ([`super::basic`]). The username is as sent, unparsed.
+    Basic { username: String, password: Secret },
     /// Something presented that is no credential this appliance issues.
     Malformed,
 }
@@ -53,7 +58,7 @@ impl Credential {
     pub fn session_digest(&self) -> Option<SessionDigest> {
         match self {
             Credential::Session(id) => Some(id.digest()),
-            Credential::KeycloakToken(_) | Credential::Malformed => None,
+            Credential::KeycloakToken(_) | Credential::Basic { .. } | Credential::Malformed => None,
         }
     }
 }
@@ -69,6 +74,16 @@ pub enum Principal {
     Session(Box<ValidSession>),
     /// A signed-in user, through a Keycloak access token that verified.
     Token(std::sync::Arc<TokenPrincipal>),
+    /// A user whose Basic credentials were verified for this request (no session).
+    Basic(Box<BasicUser>),
+}
+
+/// A user who presented a verified Basic credential.
+#[derive(Debug, Clone)]
+pub struct BasicUser {
+    pub user: UserRecord,
+    /// How the credential was verified (`keycloak`, `cached` or `local`), as for a login.
+    pub mode: AuthMode,
 }
 
 /// What a verified Keycloak access token says about its user, read once from its claims in
@@ -100,6 +115,8 @@ pub enum Via {
     Session,
     /// A Keycloak access token as a bearer.
     KeycloakToken,
+    /// HTTP Basic credentials, verified per request (cached briefly).
+    Basic,
 }
 
 impl Via {
@@ -107,6 +124,7 @@ impl Via {
         match self {
             Via::Session => "session",
             Via::KeycloakToken => "keycloak_token",
+            Via::Basic => "basic",
         }
     }
 }
@@ -153,6 +171,17 @@ impl Principal {
                 auth_mode: AuthMode::Keycloak,
                 via: Via::KeycloakToken,
             }),
+            Principal::Basic(b) => Some(Subject {
+                tenant: b.user.tenant.as_str(),
+                username: b.user.username.as_str(),
+                name: b.user.name.as_deref(),
+                email: b.user.email.as_deref(),
+                roles: &b.user.roles,
+                client_roles: &b.user.client_roles,
+                groups: &b.user.groups,
+                auth_mode: b.mode,
+                via: Via::Basic,
+            }),
             Principal::Anonymous | Principal::Invalid(_) => None,
         }
     }
@@ -162,6 +191,7 @@ impl Principal {
         match self {
             Principal::Session(v) => v.user.roles.iter().any(|r| r == role),
             Principal::Token(t) => t.roles.iter().any(|r| r == role),
+            Principal::Basic(b) => b.user.roles.iter().any(|r| r == role),
             Principal::Anonymous | Principal::Invalid(_) => false,
         }
     }
@@ -174,22 +204,30 @@ pub struct Identify {
     /// Introspect a Keycloak access token (RFC 7662) while Keycloak is reachable, whatever
     /// `bearer.introspect` says (an access rule's `introspect`).
     pub introspect: bool,
+    /// Who asks (regulation and the audit of Basic credentials count against this address).
+    pub client: Client,
 }
 
 impl Auth {
     /// Who presents `credential`, with the default options. Reads only (the hot path, design
     /// rule 8); a Keycloak access token may cost a JWKS refetch or an introspection call.
-    pub async fn identify(&self, credential: Option<&Credential>) -> Result<Principal, StoreError> {
+    pub async fn identify(
+        self: &Arc<Self>,
+        credential: Option<&Credential>,
+    ) -> Result<Principal, AuthError> {
         self.identify_with(credential, Identify::default()).await
     }
 
     /// Who presents `credential`, with `options` (the verify handler passes the matched
-    /// access rule's).
+    /// access rule's and the client's address). Basic credentials are a login without a
+    /// session: a wrong one is `InvalidCredentials` (counted by regulation), a banned user or
+    /// address `TooManyAttempts`; a verified one is remembered briefly, so most requests only
+    /// read.
     pub async fn identify_with(
-        &self,
+        self: &Arc<Self>,
         credential: Option<&Credential>,
         options: Identify,
-    ) -> Result<Principal, StoreError> {
+    ) -> Result<Principal, AuthError> {
         Ok(match credential {
             None => Principal::Anonymous,
             Some(Credential::Malformed) => Principal::Invalid(InvalidReason::TokenInvalid),
@@ -198,6 +236,10 @@ impl Auth {
                 SessionCheck::Invalid(r) => Principal::Invalid(r),
             },
             Some(Credential::KeycloakToken(t)) => self.identify_token(t, options).await,
+            Some(Credential::Basic { username, password }) => {
+                self.identify_basic(username, password, options.client)
+                    .await?
+            }
         })
     }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod access;
 pub mod bearer;
+pub mod forward_auth;
 mod url;
 pub(crate) mod validate;
 pub mod web;
@@ -76,6 +77,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub backup: BackupConfig,
     pub web: web::WebConfig,
+    pub forward_auth: forward_auth::ForwardAuthConfig,
     pub bearer: bearer::BearerConfig,
     /// Access rules for forward-auth (`crate::access` matches them).
     pub access: access::AccessConfig,

@@ -165,6 +165,10 @@ impl Config {
                 "audit.retention",
                 dur(self.audit.retention, HOUR, 10 * YEAR),
             ),
+            (
+                "forward_auth.basic_cache_ttl",
+                dur(self.forward_auth.basic_cache_ttl, 0, HOUR),
+            ),
             ("bearer.leeway", dur(self.bearer.leeway, 0, 5 * MINUTE)),
             (
                 "bearer.jwks_refetch_interval",
@@ -287,6 +291,9 @@ impl Config {
                 "keycloak.sync.pull_rate",
                 format!("must be between 0.01 and 100 admin calls a second, got {rate}"),
             ));
+        }
+        if let Err((key, why)) = self.forward_auth.headers.check() {
+            return Err(err(&key, why));
         }
         let b = &self.bearer;
         if b.algorithms.is_empty() {

@@ -41,6 +41,9 @@ pub struct Origin {
     /// A loopback peer outside `server.trusted_proxies` sent forwarding headers: a proxy on this
     /// box that the config does not name, which makes every client look local.
     pub unnamed_local_proxy: bool,
+    /// The TCP peer is in `server.trusted_proxies`: its description of the request it forwards
+    /// (`X-Forwarded-*`, forward-auth's `X-Original-*`) is believed.
+    pub proxied: bool,
 }
 
 /// A trusted proxy passed on an `X-Forwarded-For` entry that is not a bare IP address
@@ -73,6 +76,7 @@ pub fn origin(parts: &Parts, server: &ServerConfig) -> Result<Origin, MalformedF
             ip: None,
             local: false,
             unnamed_local_proxy: false,
+            proxied: false,
         });
     };
     let forwarded = FORWARDING_HEADERS
@@ -84,6 +88,7 @@ pub fn origin(parts: &Parts, server: &ServerConfig) -> Result<Origin, MalformedF
             ip: Some(peer),
             local: peer.is_loopback() && !forwarded,
             unnamed_local_proxy: peer.is_loopback() && forwarded,
+            proxied: false,
         });
     }
     let mut hops: Vec<&[u8]> = Vec::new();
@@ -106,6 +111,7 @@ pub fn origin(parts: &Parts, server: &ServerConfig) -> Result<Origin, MalformedF
         ip: Some(client),
         local: false,
         unnamed_local_proxy: false,
+        proxied: true,
     })
 }
 

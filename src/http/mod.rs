@@ -8,6 +8,7 @@ pub mod extract;
 pub mod pages;
 pub mod redirect;
 pub mod server;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,13 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(app: Arc<App>) -> Router {
+    let forward_auth = Arc::new(verify::Prepared::new(&app.config));
     Router::new()
+        // GET also answers HEAD (axum drops the body).
+        .route(
+            "/api/v1/verify",
+            get(verify::verify).layer(axum::Extension(forward_auth)),
+        )
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/session", get(api::session))
         .route("/api/v1/logout", post(api::logout))

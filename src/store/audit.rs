@@ -10,6 +10,8 @@ use crate::domain::AuthMode;
 #[serde(rename_all = "snake_case")]
 pub enum AuditEvent {
     Login,
+    /// HTTP Basic credentials verified at forward-auth (a login without a session).
+    BasicAuth,
     Logout,
     PasswordChange,
     UserAdmin,

@@ -56,29 +56,43 @@ impl Auth {
         req: LoginRequest,
         client: Client,
     ) -> Result<LoginOk, AuthError> {
-        let key = user_key(req.tenant.as_deref(), &req.username)?;
-        check_password_input("password", req.password.expose())?;
-        let a = Attempt::new(
-            key,
-            req.password,
-            client,
-            self.clock.now(),
-            AuditEvent::Login,
-        );
-        let result = self.decide(&a).await;
+        let result = self.attempt(req, client, AuditEvent::Login).await;
         match &result {
             Ok(ok) => {
                 self.metrics.login("ok", Some(ok.session.auth_mode));
                 log::debug!(
                     "login ok user={} tenant={} auth_mode={}",
-                    a.key.username,
-                    a.key.tenant,
+                    ok.user.username,
+                    ok.user.tenant,
                     ok.session.auth_mode
                 );
             }
             Err(e) => self.metrics.login(e.code(), None),
         }
         result
+    }
+
+    /// A login that opens no session (HTTP Basic at forward-auth, [`super::basic`]): the same
+    /// tiers, audited as `basic_auth`. The returned session record is never stored and its id
+    /// never handed out; the caller reads the user and the auth_mode.
+    pub(super) async fn login_sessionless(
+        self: &Arc<Self>,
+        req: LoginRequest,
+        client: Client,
+    ) -> Result<LoginOk, AuthError> {
+        self.attempt(req, client, AuditEvent::BasicAuth).await
+    }
+
+    async fn attempt(
+        self: &Arc<Self>,
+        req: LoginRequest,
+        client: Client,
+        event: AuditEvent,
+    ) -> Result<LoginOk, AuthError> {
+        let key = user_key(req.tenant.as_deref(), &req.username)?;
+        check_password_input("password", req.password.expose())?;
+        let a = Attempt::new(key, req.password, client, self.clock.now(), event);
+        self.decide(&a).await
     }
 
     /// Which path answers: regulation first, then local users (or no Keycloak) from the
@@ -134,7 +148,8 @@ impl Auth {
         }
     }
 
-    /// Writes the session, the audit row and the user changes in one transaction.
+    /// Writes the session (none for a sessionless attempt), the audit row and the user changes
+    /// in one transaction.
     async fn succeed(
         &self,
         a: &Attempt,
@@ -151,11 +166,14 @@ impl Auth {
         let row = a.audit("ok", Some(mode));
         let (s, u) = (session.clone(), user.clone());
         let (regulator, subjects) = (self.policy.regulator.clone(), a.subjects.clone());
+        let opens_session = a.event != AuditEvent::BasicAuth;
         self.write(move |w| {
             if user_changed {
                 w.put_user(&u)?;
             }
-            w.insert_session(&digest, &s)?;
+            if opens_session {
+                w.insert_session(&digest, &s)?;
+            }
             w.append_audit(&row)?;
             regulator.record_success(w, &subjects)
         })
