@@ -106,6 +106,17 @@ impl CsrfCookie {
         }
     }
 
+    /// A page that carries a form: `render` gets the browser's token, or a new one, which is
+    /// then set as the cookie on the page it rendered.
+    pub fn page(&self, headers: &HeaderMap, render: impl FnOnce(&str) -> Response) -> Response {
+        let (token, new) = self.token(headers);
+        let mut res = render(&token);
+        if new {
+            self.set(&mut res, &token);
+        }
+        res
+    }
+
     /// Adds the `Set-Cookie` for `token`.
     pub fn set(&self, res: &mut Response, token: &str) {
         let cookie = format!(

@@ -94,7 +94,6 @@ pub async fn form(
     uri: Uri,
 ) -> Response {
     let rd = safe_rd(&app, query_param(&uri, "rd").as_deref());
-    let (token, new) = site.csrf.token(&headers);
     let signed_in = match app.auth.identify(credential.as_ref()).await {
         Ok(p) => p.subject().map(|s| s.username.to_owned()),
         Err(e) => {
@@ -102,12 +101,12 @@ pub async fn form(
             None
         }
     };
-    let mut res = match signed_in {
+    site.csrf.page(&headers, |token| match signed_in {
         Some(username) => html(
             StatusCode::OK,
             &SignedInPage {
                 chrome: &site.chrome,
-                csrf: &token,
+                csrf: token,
                 rd: rd.as_deref(),
                 username: &username,
                 offline_mode: offline(&app),
@@ -117,7 +116,7 @@ pub async fn form(
             StatusCode::OK,
             &LoginPage {
                 chrome: &site.chrome,
-                csrf: &token,
+                csrf: token,
                 rd: rd.as_deref(),
                 username: "",
                 tenant: "",
@@ -126,11 +125,7 @@ pub async fn form(
                 error: None,
             },
         ),
-    };
-    if new {
-        site.csrf.set(&mut res, &token);
-    }
-    res
+    })
 }
 
 /// The sign-in post: the CSRF check, then [`crate::auth::Auth::login`]; on success the session
@@ -154,23 +149,21 @@ pub async fn submit(
         clean(if tenant.is_empty() { "default" } else { tenant })
     );
     let again = |status: StatusCode, error: String, retry_after: Option<u64>| {
-        let (token, new) = site.csrf.token(&headers);
-        let mut res = html(
-            status,
-            &LoginPage {
-                chrome: &site.chrome,
-                csrf: &token,
-                rd: rd.as_deref(),
-                username,
-                tenant,
-                tenants: site.tenants,
-                offline: offline(&app),
-                error: Some(error),
-            },
-        );
-        if new {
-            site.csrf.set(&mut res, &token);
-        }
+        let mut res = site.csrf.page(&headers, |token| {
+            html(
+                status,
+                &LoginPage {
+                    chrome: &site.chrome,
+                    csrf: token,
+                    rd: rd.as_deref(),
+                    username,
+                    tenant,
+                    tenants: site.tenants,
+                    offline: offline(&app),
+                    error: Some(error),
+                },
+            )
+        });
         if let Some(secs) = retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
@@ -235,27 +228,24 @@ pub async fn logout_form(
     uri: Uri,
 ) -> Response {
     let rd = safe_rd(&app, query_param(&uri, "rd").as_deref());
-    let (token, new) = site.csrf.token(&headers);
     let username = app
         .auth
         .identify(credential.as_ref())
         .await
         .ok()
         .and_then(|p| p.subject().map(|s| s.username.to_owned()));
-    let mut res = html(
-        StatusCode::OK,
-        &LogoutPage {
-            chrome: &site.chrome,
-            csrf: &token,
-            rd: rd.as_deref(),
-            username: username.as_deref(),
-            error: None,
-        },
-    );
-    if new {
-        site.csrf.set(&mut res, &token);
-    }
-    res
+    site.csrf.page(&headers, |token| {
+        html(
+            StatusCode::OK,
+            &LogoutPage {
+                chrome: &site.chrome,
+                csrf: token,
+                rd: rd.as_deref(),
+                username: username.as_deref(),
+                error: None,
+            },
+        )
+    })
 }
 
 /// The sign-out post: the CSRF check, then [`crate::auth::Auth::logout`] (audited, idempotent),
@@ -276,26 +266,24 @@ pub async fn logout(
         .csrf
         .check(&headers, site.own_origin.as_deref(), form.get("csrf"))
     {
-        let (token, new) = site.csrf.token(&headers);
         let username = app
             .auth
             .identify(credential.as_ref())
             .await
             .ok()
             .and_then(|p| p.subject().map(|s| s.username.to_owned()));
-        let mut res = html(
-            StatusCode::FORBIDDEN,
-            &LogoutPage {
-                chrome: &site.chrome,
-                csrf: &token,
-                rd: rd.as_deref(),
-                username: username.as_deref(),
-                error: Some(why.explain()),
-            },
-        );
-        if new {
-            site.csrf.set(&mut res, &token);
-        }
+        let res = site.csrf.page(&headers, |token| {
+            html(
+                StatusCode::FORBIDDEN,
+                &LogoutPage {
+                    chrome: &site.chrome,
+                    csrf: token,
+                    rd: rd.as_deref(),
+                    username: username.as_deref(),
+                    error: Some(why.explain()),
+                },
+            )
+        });
         return with_note(res, format!("page=logout outcome={}", why.as_str()));
     }
     if let Err(e) = app

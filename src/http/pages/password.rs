@@ -78,7 +78,6 @@ pub async fn form(
     Presented(credential): Presented,
     headers: HeaderMap,
 ) -> Response {
-    let (token, new) = site.csrf.token(&headers);
     let signed_in = app
         .auth
         .identify(credential.as_ref())
@@ -90,23 +89,21 @@ pub async fn form(
         });
     let (username, tenant) = signed_in.unwrap_or_default();
     let tenant = if tenant == "default" { "" } else { &tenant };
-    let mut res = html(
-        StatusCode::OK,
-        &PasswordPage {
-            chrome: &site.chrome,
-            csrf: &token,
-            username: &username,
-            tenant,
-            tenants: site.tenants,
-            offline: offline(&app),
-            hint: hint(&site),
-            error: None,
-        },
-    );
-    if new {
-        site.csrf.set(&mut res, &token);
-    }
-    res
+    site.csrf.page(&headers, |token| {
+        html(
+            StatusCode::OK,
+            &PasswordPage {
+                chrome: &site.chrome,
+                csrf: token,
+                username: &username,
+                tenant,
+                tenants: site.tenants,
+                offline: offline(&app),
+                hint: hint(&site),
+                error: None,
+            },
+        )
+    })
 }
 
 pub async fn submit(
@@ -127,23 +124,21 @@ pub async fn submit(
         clean(if tenant.is_empty() { "default" } else { tenant })
     );
     let again = |status: StatusCode, error: String, retry_after: Option<u64>| {
-        let (token, new) = site.csrf.token(&headers);
-        let mut res = html(
-            status,
-            &PasswordPage {
-                chrome: &site.chrome,
-                csrf: &token,
-                username,
-                tenant,
-                tenants: site.tenants,
-                offline: offline(&app),
-                hint: hint(&site),
-                error: Some(error),
-            },
-        );
-        if new {
-            site.csrf.set(&mut res, &token);
-        }
+        let mut res = site.csrf.page(&headers, |token| {
+            html(
+                status,
+                &PasswordPage {
+                    chrome: &site.chrome,
+                    csrf: token,
+                    username,
+                    tenant,
+                    tenants: site.tenants,
+                    offline: offline(&app),
+                    hint: hint(&site),
+                    error: Some(error),
+                },
+            )
+        });
         if let Some(secs) = retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
